@@ -1,0 +1,10 @@
+"""Importing this registers `--policy.type=vla` with LeRobot (it imports installed `lerobot_policy_*` packages)."""
+
+from vla.datasets.video import install_decoder_fallback
+from vla.policies.configuration_vla import VLAConfig
+from vla.policies.modeling_vla import VLAPolicy
+from vla.policies.processor_vla import make_vla_pre_post_processors
+
+install_decoder_fallback()
+
+__all__ = ["VLAConfig", "VLAPolicy", "make_vla_pre_post_processors"]

@@ -1,0 +1,202 @@
+"""The LeRobot plugin: building from features, processors, save/load, pretrained VLM loading, input errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from lerobot.configs.types import FeatureType, PolicyFeature
+
+from vla.model import PRESETS
+from vla.policies.configuration_vla import VLAConfig
+from vla.policies.modeling_vla import VLAPolicy
+from vla.policies.processor_vla import make_vla_pre_post_processors
+from vla.policies.tokenizer import ByteTokenizer
+
+CAMERAS = ("observation.images.front", "observation.images.wrist")
+
+
+def make_config(**overrides: object) -> VLAConfig:
+    cfg = VLAConfig(preset="tiny", chunk_size=6, n_action_steps=3, num_steps=3, max_state_dim=8, max_action_dim=8,
+                    device="cpu", push_to_hub=False, **overrides)  # type: ignore[arg-type]
+    cfg.input_features = {
+        **{cam: PolicyFeature(type=FeatureType.VISUAL, shape=(3, 24, 32)) for cam in CAMERAS},
+        "observation.state": PolicyFeature(type=FeatureType.STATE, shape=(5,)),
+    }
+    cfg.output_features = {"action": PolicyFeature(type=FeatureType.ACTION, shape=(4,))}
+    return cfg
+
+
+def stats() -> dict[str, dict[str, torch.Tensor]]:
+    return {
+        "observation.state": {"mean": torch.zeros(5), "std": torch.ones(5)},
+        "action": {"mean": torch.full((4,), 2.0), "std": torch.full((4,), 3.0)},
+    }
+
+
+def raw_batch(batch: int = 2, seed: int = 0) -> dict[str, object]:
+    g = torch.Generator().manual_seed(seed)
+    out: dict[str, object] = {cam: torch.rand(batch, 3, 24, 32, generator=g) for cam in CAMERAS}
+    out["observation.state"] = torch.randn(batch, 5, generator=g)
+    out["task"] = ["pick up the red cube", "stack it"][:batch]
+    return out
+
+
+def build(**overrides: object) -> tuple[VLAPolicy, object, object]:
+    torch.manual_seed(0)
+    cfg = make_config(**overrides)
+    policy = VLAPolicy(cfg)
+    pre, post = make_vla_pre_post_processors(cfg, dataset_stats=stats())
+    return policy, pre, post
+
+
+def test_byte_tokenizer_round_trip_and_padding() -> None:
+    tok = ByteTokenizer()
+    ids, mask = tok(["héllo", "a"], max_length=10)
+    assert ids.shape == (2, 8) and mask.sum(1).tolist() == [8, 3]
+    assert tok.decode(ids[0].tolist()) == "héllo"
+    ids, mask = tok(["x" * 50], max_length=10)
+    assert ids.shape == (1, 10)
+
+
+def test_predicts_unnormalised_chunks_and_queues_actions() -> None:
+    policy, pre, post = build()
+    batch = pre(raw_batch())
+    chunk = policy.predict_action_chunk(batch)
+    assert chunk.shape == (2, 6, 4)
+    actions = post(chunk)
+    torch.testing.assert_close(actions, chunk * 3.0 + 2.0)  # unnormalised with the action stats
+    first = policy.select_action(batch)
+    assert first.shape == (2, 4) and len(policy._queue) == 2  # n_action_steps=3: one popped, two queued
+
+
+def test_training_forward_and_per_sample_loss() -> None:
+    policy, pre, _ = build()
+    raw = raw_batch()
+    raw["action"] = torch.randn(2, 6, 4)
+    raw["action_is_pad"] = torch.zeros(2, 6, dtype=torch.bool)
+    batch = pre(raw)
+    policy.train()
+    loss, _ = policy.forward(batch)
+    loss.backward()
+    assert loss.ndim == 0 and torch.isfinite(loss)
+    per_sample, _ = policy.forward(batch, reduction="none")
+    assert per_sample.shape == (2,)
+
+
+def test_missing_camera_is_masked_not_fatal() -> None:
+    policy, pre, _ = build()
+    raw = raw_batch()
+    del raw["observation.images.wrist"]
+    chunk = policy.predict_action_chunk(pre(raw), noise=torch.randn(2, 6, 8))
+    assert torch.isfinite(chunk).all()
+
+
+def test_save_then_load_gives_identical_actions(tmp_path: Path) -> None:
+    policy, pre, post = build()
+    policy.save_pretrained(tmp_path)
+    pre.save_pretrained(tmp_path)
+    post.save_pretrained(tmp_path)
+    loaded = VLAPolicy.from_pretrained(tmp_path)
+    from lerobot.policies.factory import make_pre_post_processors
+
+    pre2, post2 = make_pre_post_processors(loaded.config, pretrained_path=str(tmp_path))
+    noise = torch.randn(2, 6, 8)
+    a = post(policy.predict_action_chunk(pre(raw_batch()), noise=noise))
+    b = post2(loaded.predict_action_chunk(pre2(raw_batch()), noise=noise))
+    assert torch.equal(a, b)
+
+
+def test_checkpoint_loading_is_strict(tmp_path: Path) -> None:
+    policy, _, _ = build()
+    policy.save_pretrained(tmp_path)
+    from safetensors.torch import load_file, save_file
+
+    weights = load_file(tmp_path / "model.safetensors")
+    weights.pop("model.state_proj.weight")
+    save_file(weights, tmp_path / "model.safetensors")
+    with pytest.raises(RuntimeError, match=r"model\.state_proj\.weight"):
+        VLAPolicy.from_pretrained(tmp_path)
+
+
+def test_unknown_camera_is_named() -> None:
+    policy, pre, _ = build()
+    raw = raw_batch()
+    raw["observation.images.top"] = raw.pop("observation.images.wrist")
+    with pytest.raises(ValueError, match=r"\['observation.images.top'\] are not known.*expects"):
+        policy.predict_action_chunk(pre(raw))
+
+
+def test_state_size_mismatch_is_named() -> None:
+    policy, _, _ = build()
+    raw = raw_batch()
+    raw["observation.state"] = torch.randn(2, 6)
+    from vla.policies.tokenizer import ByteTokenizer
+
+    raw["observation.language.tokens"], raw["observation.language.attention_mask"] = ByteTokenizer()(
+        list(raw.pop("task")), 10)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"observation\.state has dimension 6; this policy was built for 5"):
+        policy.predict_action_chunk(raw)  # type: ignore[arg-type]
+
+
+def test_nan_in_batch_is_named() -> None:
+    _, pre, _ = build()
+    raw = raw_batch()
+    raw["observation.state"][1, 3] = float("nan")  # type: ignore[index]
+    with pytest.raises(ValueError, match=r"observation.state holds 1 NaN/inf value\(s\), the first at index \(1, 3\)"):
+        pre(raw)
+
+
+def test_action_dim_above_max_is_rejected() -> None:
+    cfg = make_config()
+    cfg.output_features = {"action": PolicyFeature(type=FeatureType.ACTION, shape=(9,))}
+    with pytest.raises(ValueError, match=r"action has dimension 9, above --policy\.max_action_dim=8"):
+        VLAPolicy(cfg)
+
+
+def test_bad_preset_and_dtype() -> None:
+    with pytest.raises(ValueError, match="preset='huge'"):
+        VLAConfig(preset="huge", device="cpu")
+    with pytest.raises(ValueError, match="dtype='fp8'"):
+        VLAConfig(dtype="fp8", device="cpu")
+
+
+def test_bfloat16_actions_stay_close_to_float32() -> None:
+    policy, pre, _ = build()
+    batch = pre(raw_batch())
+    noise = torch.randn(2, 6, 8)
+    a32 = policy.predict_action_chunk(batch, noise=noise)
+    policy.config.dtype = "bfloat16"
+    a16 = policy.predict_action_chunk(batch, noise=noise)
+    assert a16.dtype == torch.float32
+    assert (a16 - a32).abs().max() < 0.1 * a32.abs().max()
+    assert not torch.equal(a16, a32)  # the bf16 path did run in lower precision
+
+
+def save_tiny_vlm(path: Path) -> None:
+    """A SmolVLM with the tiny preset's sizes and a word-level tokenizer, saved as a pretrained directory."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import AutoModelForImageTextToText, PreTrainedTokenizerFast
+
+    from vla.model.backbone import hf_config
+
+    torch.manual_seed(1)
+    AutoModelForImageTextToText.from_config(hf_config(PRESETS["tiny"])).save_pretrained(path)
+    words = ["<pad>", "<unk>", "pick", "up", "the", "red", "cube", "stack", "it"]
+    inner = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="<unk>"))
+    inner.pre_tokenizer = pre_tokenizers.Whitespace()
+    PreTrainedTokenizerFast(tokenizer_object=inner, pad_token="<pad>", unk_token="<unk>").save_pretrained(path)
+
+
+def test_pretrained_vlm_path_loads_weights_and_tokenizer(tmp_path: Path) -> None:
+    from safetensors.torch import load_file
+
+    save_tiny_vlm(tmp_path / "vlm")
+    policy, pre, _ = build(vlm_path=str(tmp_path / "vlm"))
+    saved = load_file(tmp_path / "vlm" / "model.safetensors")
+    key = next(k for k in saved if k.endswith("text_model.layers.1.self_attn.q_proj.weight"))
+    assert torch.equal(policy.model.backbone.layers[1].self_attn.q_proj.weight, saved[key])
+    batch = pre(raw_batch())
+    assert batch["observation.language.tokens"][0].tolist() == [2, 3, 4, 5, 6]
+    assert policy.predict_action_chunk(batch).shape == (2, 6, 4)

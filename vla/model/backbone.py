@@ -1,0 +1,103 @@
+"""The VLM backbone: a SmolVLM / Idefics3-family model from transformers, truncated to its first text layers.
+
+Two ways in, same modules and parameter names either way (so our checkpoints load in both):
+  * `Backbone.from_config(cfg)`: random weights from the sizes in `VLAModelConfig` (offline, any preset);
+  * `Backbone.from_pretrained(path, cfg)`: weights from a local directory or hub id via transformers.
+Only what the VLA uses is kept: vision tower, pixel-shuffle connector, token embedding, and the first
+`num_vlm_layers` text layers (final norm and LM head are dropped). Images are resized with padding to the tower's
+input size and mapped from [0, 1] to [-1, 1] (SigLIP normalisation).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import AutoConfig, AutoModel, AutoModelForImageTextToText, PretrainedConfig, SmolVLMConfig
+
+from vla.model.config import TextConfig, VisionConfig, VLAModelConfig
+
+
+def hf_config(cfg: VLAModelConfig) -> SmolVLMConfig:
+    """transformers config with the sizes of `cfg`, text model already truncated to `num_vlm_layers`."""
+    v, t = cfg.vision, cfg.text
+    return SmolVLMConfig(
+        vision_config={
+            "hidden_size": v.hidden_size, "intermediate_size": v.intermediate_size,
+            "num_hidden_layers": v.num_layers, "num_attention_heads": v.num_heads,
+            "image_size": v.image_size, "patch_size": v.patch_size,
+        },
+        text_config={
+            "model_type": "llama", "hidden_size": t.hidden_size, "intermediate_size": t.intermediate_size,
+            "num_hidden_layers": cfg.num_vlm_layers, "num_attention_heads": t.num_heads,
+            "num_key_value_heads": t.num_kv_heads, "vocab_size": t.vocab_size, "rope_theta": t.rope_theta,
+            "rms_norm_eps": t.rms_norm_eps, "head_dim": t.head_dim, "pad_token_id": 0,
+        },
+        scale_factor=cfg.scale_factor,
+        pad_token_id=0,
+    )
+
+
+def sizes_from_hf(hf: PretrainedConfig, cfg: VLAModelConfig) -> VLAModelConfig:
+    """`cfg` with vision/text sizes and scale factor read from a transformers SmolVLM / Idefics3 config."""
+    v, t = hf.vision_config, hf.text_config
+    return cfg.replace(
+        vision=VisionConfig(hidden_size=v.hidden_size, num_layers=v.num_hidden_layers,
+                            num_heads=v.num_attention_heads, intermediate_size=v.intermediate_size,
+                            image_size=v.image_size, patch_size=v.patch_size),
+        text=TextConfig(hidden_size=t.hidden_size, num_layers=t.num_hidden_layers, num_heads=t.num_attention_heads,
+                        num_kv_heads=t.num_key_value_heads, intermediate_size=t.intermediate_size,
+                        vocab_size=t.vocab_size, rope_theta=float(getattr(t, "rope_theta", 10_000.0)),
+                        rms_norm_eps=t.rms_norm_eps),
+        scale_factor=hf.scale_factor,
+    )
+
+
+def read_pretrained_sizes(path: str | Path, cfg: VLAModelConfig) -> VLAModelConfig:
+    return sizes_from_hf(AutoConfig.from_pretrained(str(path)), cfg)
+
+
+class Backbone(nn.Module):
+    def __init__(self, vlm: Any, cfg: VLAModelConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.vision = vlm.vision_model
+        self.connector = vlm.connector
+        self.embed_tokens = vlm.text_model.embed_tokens
+        self.layers = nn.ModuleList(list(vlm.text_model.layers)[: cfg.num_vlm_layers])
+        self.image_size = cfg.vision.image_size
+
+    @property
+    def blocks(self) -> list[Any]:
+        """The kept text layers (transformers Llama layers: attribute access is dynamic)."""
+        return list(self.layers)
+
+    @classmethod
+    def from_config(cls, cfg: VLAModelConfig) -> Backbone:
+        return cls(AutoModel.from_config(hf_config(cfg), attn_implementation="sdpa"), cfg)
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path, cfg: VLAModelConfig) -> Backbone:
+        full = AutoModelForImageTextToText.from_pretrained(str(path), attn_implementation="sdpa",
+                                                           torch_dtype=torch.float32)
+        return cls(full.model, cfg)
+
+    def preprocess_images(self, images: torch.Tensor) -> torch.Tensor:
+        """(N, 3, H, W) in [0, 1] -> (N, 3, S, S) in [-1, 1]: aspect-preserving resize, zero (black) padding."""
+        _n, _c, h, w = images.shape
+        size = self.image_size
+        if (h, w) != (size, size):
+            scale = size / max(h, w)
+            nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
+            images = F.interpolate(images, size=(nh, nw), mode="bilinear", align_corners=False, antialias=True)
+            images = F.pad(images, (0, size - nw, 0, size - nh))
+        return images * 2.0 - 1.0
+
+    def embed_images(self, pixels: torch.Tensor) -> torch.Tensor:
+        """(N, 3, S, S) preprocessed pixels -> (N, tokens_per_image, text_width)."""
+        pixels = pixels.to(self.connector.modality_projection.proj.weight.dtype)
+        hidden = self.vision(pixel_values=pixels).last_hidden_state
+        return self.connector(hidden)

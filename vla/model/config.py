@@ -1,0 +1,145 @@
+"""Model configuration: one frozen dataclass per model, presets, and the derived sizes computed in one place.
+
+`VLAModelConfig` knows nothing about LeRobot. It describes the backbone (a SmolVLM / Idefics3-family VLM:
+SigLIP-style vision tower, pixel-shuffle connector, Llama-style text model truncated to `num_vlm_layers`), the
+action expert, and flow-matching sampling. `create()` builds the network, `fake_obs(batch)` builds inputs, so a
+test gets any preset running in one line:
+
+    cfg = PRESETS["tiny"]; model = cfg.create(); actions = model.sample_actions(cfg.fake_obs(2))
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from vla.model.observation import Observation
+    from vla.model.vla import VLAModel
+
+
+@dataclass(frozen=True)
+class VisionConfig:
+    hidden_size: int
+    num_layers: int
+    num_heads: int
+    intermediate_size: int
+    image_size: int
+    patch_size: int
+
+
+@dataclass(frozen=True)
+class TextConfig:
+    hidden_size: int
+    num_layers: int  # layers of the full text model; the VLA keeps the first `num_vlm_layers`
+    num_heads: int
+    num_kv_heads: int
+    intermediate_size: int
+    vocab_size: int
+    rope_theta: float = 100_000.0
+    rms_norm_eps: float = 1e-5
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden_size // self.num_heads
+
+
+def expert_intermediate_size(hidden: int, ffn_multiplier: int = 4, multiple_of: int = 256) -> int:
+    """SwiGLU width for a given hidden size: 2/3 of 4x, rounded up to a multiple of 256 (the Llama rule)."""
+    width = ffn_multiplier * int(2 * hidden / 3)
+    return multiple_of * ((width + multiple_of - 1) // multiple_of)
+
+
+@dataclass(frozen=True)
+class VLAModelConfig:
+    vision: VisionConfig
+    text: TextConfig
+    scale_factor: int = 2  # pixel shuffle: (image_size / patch_size / scale_factor)**2 tokens per camera
+    num_vlm_layers: int = 16
+    expert_width_multiplier: float = 0.75
+    self_attn_every_n_layers: int = 2  # layer i of the expert self-attends iff i % n == 0, else cross-attends
+    chunk_size: int = 50
+    num_steps: int = 10
+    max_state_dim: int = 32
+    max_action_dim: int = 32
+    tokenizer_max_length: int = 48
+    min_period: float = 4e-3  # sinusoidal flow-time embedding
+    max_period: float = 4.0
+    freeze_vlm: bool = True  # vision tower, connector and text layers; the expert and projections always train
+
+    # ---- derived sizes, computed here only ----
+    @property
+    def vlm_width(self) -> int:
+        return self.text.hidden_size
+
+    @property
+    def expert_width(self) -> int:
+        return int(self.text.hidden_size * self.expert_width_multiplier)
+
+    @property
+    def expert_intermediate(self) -> int:
+        return expert_intermediate_size(self.expert_width)
+
+    @property
+    def tokens_per_image(self) -> int:
+        side = self.vision.image_size // self.vision.patch_size
+        return (side // self.scale_factor) ** 2
+
+    def is_self_attn_layer(self, layer: int) -> bool:
+        return layer % self.self_attn_every_n_layers == 0
+
+    def replace(self, **changes: Any) -> VLAModelConfig:
+        return dataclasses.replace(self, **changes)
+
+    def validate(self) -> None:
+        side = self.vision.image_size // self.vision.patch_size
+        if self.vision.image_size % self.vision.patch_size or side % self.scale_factor:
+            raise ValueError(
+                f"image_size {self.vision.image_size} must be a multiple of patch_size {self.vision.patch_size} "
+                f"times scale_factor {self.scale_factor}"
+            )
+        if not 1 <= self.num_vlm_layers <= self.text.num_layers:
+            raise ValueError(f"num_vlm_layers={self.num_vlm_layers} must be in [1, {self.text.num_layers}]")
+        if self.text.hidden_size % self.text.num_heads or self.text.num_heads % self.text.num_kv_heads:
+            raise ValueError("text hidden_size must divide into heads, and heads into kv heads")
+
+    # ---- factories ----
+    def create(self) -> VLAModel:
+        from vla.model.vla import VLAModel
+
+        return VLAModel(self)
+
+    def fake_obs(self, batch_size: int, num_cameras: int = 1, seed: int = 0,
+                 state_dim: int | None = None) -> Observation:
+        from vla.model.observation import Observation
+
+        return Observation.fake(self, batch_size, num_cameras=num_cameras, seed=seed, state_dim=state_dim)
+
+
+# Vision tower sizes follow SigLIP; text sizes follow SmolLM2. `smolvla` is the shape of SmolVLM2-500M as used by
+# SmolVLA (16 of 32 text layers, expert 0.75x, chunk 50, 10 Euler steps).
+PRESETS: dict[str, VLAModelConfig] = {
+    "tiny": VLAModelConfig(
+        vision=VisionConfig(hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64, image_size=32,
+                            patch_size=8),
+        text=TextConfig(hidden_size=64, num_layers=2, num_heads=4, num_kv_heads=2, intermediate_size=128,
+                        vocab_size=262),
+        scale_factor=2, num_vlm_layers=2, chunk_size=10, num_steps=4, max_state_dim=8, max_action_dim=8,
+        tokenizer_max_length=24,
+    ),
+    "small": VLAModelConfig(
+        vision=VisionConfig(hidden_size=192, num_layers=4, num_heads=3, intermediate_size=768, image_size=128,
+                            patch_size=16),
+        text=TextConfig(hidden_size=384, num_layers=8, num_heads=6, num_kv_heads=2, intermediate_size=1024,
+                        vocab_size=262),
+        scale_factor=2, num_vlm_layers=8, chunk_size=50, num_steps=10, max_state_dim=32, max_action_dim=32,
+    ),
+    "smolvla": VLAModelConfig(
+        vision=VisionConfig(hidden_size=768, num_layers=12, num_heads=12, intermediate_size=3072, image_size=512,
+                            patch_size=16),
+        text=TextConfig(hidden_size=960, num_layers=32, num_heads=15, num_kv_heads=5, intermediate_size=2560,
+                        vocab_size=49280),
+        scale_factor=4, num_vlm_layers=16, chunk_size=50, num_steps=10, max_state_dim=32, max_action_dim=32,
+    ),
+}

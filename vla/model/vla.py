@@ -1,0 +1,234 @@
+"""The VLA network: VLM prefix, action expert suffix, flow-matching loss and Euler sampling with a prefix cache.
+
+Token layout (block index in brackets; a token attends to valid tokens of its own and earlier blocks):
+    prefix = [camera tokens..., language tokens] [0]  +  [state token] [1]
+    suffix = action tokens, one block each (causal among themselves)
+The prefix never attends to the actions, so everything it determines is computed once per chunk by
+`fill_cache`: per-layer VLM keys/values (self-attention layers) or their expert projections (cross-attention
+layers), masks, and the actions' rotary tables. `denoise_step(x_t, t, cache)` then runs only the expert.
+
+Notable: with a frozen VLM, the camera and language tokens never depend on a trainable weight, so `fill_cache`
+runs them without autograd and pushes only the single state token through the VLM layers with gradients (it
+attends to the cached camera/language keys). Training then backpropagates through one VLM token instead of the
+whole prefix. `denoise_full` is the plain joint pass over [prefix; suffix] that the cache must agree with.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from vla.model.backbone import Backbone
+from vla.model.config import VLAModelConfig
+from vla.model.expert import ActionExpert, ExpertLayer
+from vla.model.flow import loss_mask, masked_mse, noisy_actions, posemb_sincos, sample_time
+from vla.model.layers import (
+    Rotary,
+    apply_rotary,
+    attention,
+    make_attn_mask,
+    merge_heads,
+    mlp_block,
+    positions_from_mask,
+    split_heads,
+)
+from vla.model.observation import Observation, pad_last_dim
+
+KV = tuple[torch.Tensor, torch.Tensor]
+
+
+@dataclass
+class PrefixCache:
+    """What one observation determines for all denoising steps of a chunk (B batch, P prefix, H chunk)."""
+
+    keys: list[torch.Tensor]  # per expert layer (B, Hkv, P, hd)
+    values: list[torch.Tensor]
+    self_mask: torch.Tensor  # (B, 1, H, P + H) bool: valid prefix, then causal actions
+    cross_mask: torch.Tensor  # (B, 1, 1, P) bool
+    cos: torch.Tensor  # (B, 1, H, hd) rotary tables at the action positions
+    sin: torch.Tensor
+
+
+class VLAModel(nn.Module):
+    def __init__(self, cfg: VLAModelConfig, backbone: Backbone | None = None) -> None:
+        super().__init__()
+        cfg.validate()
+        self.cfg = cfg
+        self.backbone = backbone if backbone is not None else Backbone.from_config(cfg)
+        self.expert = ActionExpert(cfg)
+        width, ew = cfg.vlm_width, cfg.expert_width
+        self.state_proj = nn.Linear(cfg.max_state_dim, width)
+        self.action_in_proj = nn.Linear(cfg.max_action_dim, ew)
+        self.action_time_mlp_in = nn.Linear(2 * ew, ew)
+        self.action_time_mlp_out = nn.Linear(ew, ew)
+        self.action_out_proj = nn.Linear(ew, cfg.max_action_dim)
+        self.rotary = Rotary(cfg.text.head_dim, cfg.text.rope_theta)
+        if cfg.freeze_vlm:
+            self.backbone.requires_grad_(False)
+
+    # ------------------------------------------------------------------ embeddings
+    def embed_prefix(self, obs: Observation) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """-> context (B, Lc, D) camera+language embeddings, their validity (B, Lc), state token (B, 1, D)."""
+        b, n = obs.image_masks.shape
+        pixels = torch.cat([self.backbone.preprocess_images(im) for im in obs.images])  # (N*B, 3, S, S)
+        images = self.backbone.embed_images(pixels)
+        per_image = images.shape[1]
+        images = images.view(n, b, per_image, -1).transpose(0, 1).reshape(b, n * per_image, -1)
+        image_valid = obs.image_masks.repeat_interleave(per_image, dim=1)
+        language = self.backbone.embed_tokens(obs.tokens)
+        context = torch.cat([images, language.to(images.dtype)], dim=1)
+        valid = torch.cat([image_valid, obs.token_mask], dim=1)
+        state = pad_last_dim(obs.state, self.cfg.max_state_dim, "state")
+        return context, valid, self.state_proj(state)[:, None]
+
+    def embed_suffix(self, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """x_t (B, H, A), t (B,) or per-token (B, H) -> action tokens (B, H, expert_width)."""
+        cfg = self.cfg
+        time = posemb_sincos(t, cfg.expert_width, cfg.min_period, cfg.max_period)
+        time = time[:, None].expand(-1, x_t.shape[1], -1) if t.ndim == 1 else time
+        tokens = self.action_in_proj(x_t)
+        fused = self.action_time_mlp_in(torch.cat([tokens, time.to(tokens.dtype)], dim=-1))
+        return self.action_time_mlp_out(nn.functional.silu(fused))
+
+    # ------------------------------------------------------------------ attention pieces
+    def _qkv(self, layer: Any, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        attn, hd = layer.self_attn, self.cfg.text.head_dim
+        h = layer.input_layernorm(x)
+        return (split_heads(attn.q_proj(h), hd), split_heads(attn.k_proj(h), hd), split_heads(attn.v_proj(h), hd))
+
+    def _cross_kv(self, layer: ExpertLayer, k: torch.Tensor, v: torch.Tensor) -> KV:
+        """Project one layer's prefix keys/values (B, Hkv, P, hd) into the expert's cross-attention space."""
+        hd, attn = self.cfg.text.head_dim, layer.self_attn
+        return split_heads(attn.k_proj(merge_heads(k)), hd), split_heads(attn.v_proj(merge_heads(v)), hd)
+
+    def _vlm_kv(self, x: torch.Tensor, positions: torch.Tensor, valid: torch.Tensor,
+                past: list[KV] | None = None, past_valid: torch.Tensor | None = None) -> list[KV]:
+        """Run tokens x (B, L, D) through the VLM layers, attending to `past` keys too; -> per-layer (k, v)."""
+        cos, sin = self.rotary(positions)
+        key_valid = valid if past_valid is None else torch.cat([past_valid, valid], dim=1)
+        mask = key_valid[:, None, None, :]
+        out: list[KV] = []
+        layers = self.backbone.blocks
+        for i, layer in enumerate(layers):
+            q, k, v = self._qkv(layer, x)
+            q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
+            out.append((k, v))
+            if i == len(layers) - 1:
+                break  # the expert reads only keys and values: the last layer's output is never used
+            if past is not None:
+                k, v = torch.cat([past[i][0], k], dim=2), torch.cat([past[i][1], v], dim=2)
+            x = x + layer.self_attn.o_proj(merge_heads(attention(q, k, v, mask)))
+            x = mlp_block(layer, x)
+        return out
+
+    # ------------------------------------------------------------------ cached path
+    def fill_cache(self, obs: Observation, chunk_len: int) -> PrefixCache:
+        context, ctx_valid, state = self.embed_prefix(obs)
+        b = context.shape[0]
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.cfg.freeze_vlm):
+            ctx_kv = self._vlm_kv(context, positions_from_mask(ctx_valid), ctx_valid)
+        n_ctx = ctx_valid.sum(dim=1, keepdim=True)
+        ones = torch.ones(b, 1, dtype=torch.bool, device=context.device)
+        state_kv = self._vlm_kv(state, n_ctx, ones, past=ctx_kv, past_valid=ctx_valid)
+
+        keys, values = [], []
+        for layer, (kc, vc), (ks, vs) in zip(self.expert.blocks, ctx_kv, state_kv, strict=True):
+            k, v = torch.cat([kc, ks], dim=2), torch.cat([vc, vs], dim=2)
+            if layer.cross:
+                k, v = self._cross_kv(layer, k, v)
+            keys.append(k)
+            values.append(v)
+
+        prefix_valid = torch.cat([ctx_valid, ones], dim=1)
+        p = prefix_valid.shape[1]
+        causal = torch.ones(chunk_len, chunk_len, dtype=torch.bool, device=context.device).tril()
+        self_mask = torch.cat([prefix_valid[:, None, None, :].expand(b, 1, chunk_len, p),
+                               causal.expand(b, 1, chunk_len, chunk_len)], dim=-1)
+        steps = torch.arange(chunk_len, device=context.device)
+        cos, sin = self.rotary(n_ctx + 1 + steps)
+        return PrefixCache(keys, values, self_mask, prefix_valid[:, None, None, :], cos, sin)
+
+    def denoise_step(self, x_t: torch.Tensor, t: torch.Tensor, cache: PrefixCache) -> torch.Tensor:
+        """Velocity v_t (B, H, A) at noisy actions x_t (B, H, A) and flow time t ((B,) or per-token (B, H))."""
+        h = self.embed_suffix(x_t, t)
+        hd = self.cfg.text.head_dim
+        for i, layer in enumerate(self.expert.blocks):
+            if layer.cross:
+                q = split_heads(layer.self_attn.q_proj(layer.input_layernorm(h)), hd)
+                out = attention(q, cache.keys[i], cache.values[i], cache.cross_mask)
+            else:
+                q, k, v = self._qkv(layer, h)
+                q, k = apply_rotary(q, cache.cos, cache.sin), apply_rotary(k, cache.cos, cache.sin)
+                k = torch.cat([cache.keys[i], k], dim=2)
+                v = torch.cat([cache.values[i], v], dim=2)
+                out = attention(q, k, v, cache.self_mask)
+            h = mlp_block(layer, h + layer.self_attn.o_proj(merge_heads(out)))
+        return self.action_out_proj(self.expert.norm(h))
+
+    # ------------------------------------------------------------------ reference path
+    def denoise_full(self, obs: Observation, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """The same velocity as `denoise_step`, by one joint pass over [prefix; suffix] with no cache."""
+        context, ctx_valid, state = self.embed_prefix(obs)
+        prefix = torch.cat([context, state], dim=1)
+        suffix = self.embed_suffix(x_t, t)
+        b, p, s = prefix.shape[0], prefix.shape[1], suffix.shape[1]
+        dev = prefix.device
+        valid = torch.cat([ctx_valid, torch.ones(b, 1 + s, dtype=torch.bool, device=dev)], dim=1)
+        ar = torch.cat([torch.zeros(context.shape[1], device=dev), torch.ones(1 + s, device=dev)])
+        mask = make_attn_mask(valid, ar)[:, None]
+        cos, sin = self.rotary(positions_from_mask(valid))
+        hp, hs = prefix, suffix
+        for vlm_layer, layer in zip(self.backbone.blocks, self.expert.blocks, strict=True):
+            qp, kp, vp = self._qkv(vlm_layer, hp)
+            qp, kp = apply_rotary(qp, cos[:, :, :p], sin[:, :, :p]), apply_rotary(kp, cos[:, :, :p], sin[:, :, :p])
+            if layer.cross:
+                out_p = attention(qp, kp, vp, mask[:, :, :p, :p])
+                kx, vx = self._cross_kv(layer, kp, vp)
+                qs = split_heads(layer.self_attn.q_proj(layer.input_layernorm(hs)), self.cfg.text.head_dim)
+                out_s = attention(qs, kx, vx, mask[:, :, p:, :p])
+            else:
+                qs, ks, vs = self._qkv(layer, hs)
+                qs, ks = apply_rotary(qs, cos[:, :, p:], sin[:, :, p:]), apply_rotary(ks, cos[:, :, p:], sin[:, :, p:])
+                out = attention(torch.cat([qp, qs], 2), torch.cat([kp, ks], 2), torch.cat([vp, vs], 2), mask)
+                out_p, out_s = out[:, :, :p], out[:, :, p:]
+            hp = mlp_block(vlm_layer, hp + vlm_layer.self_attn.o_proj(merge_heads(out_p)))
+            hs = mlp_block(layer, hs + layer.self_attn.o_proj(merge_heads(out_s)))
+        return self.action_out_proj(self.expert.norm(hs))
+
+    # ------------------------------------------------------------------ training and sampling
+    def compute_loss(self, obs: Observation, actions: torch.Tensor, action_is_pad: torch.Tensor,
+                     noise: torch.Tensor | None = None, time: torch.Tensor | None = None,
+                     per_sample: bool = False) -> torch.Tensor:
+        """Masked flow-matching MSE: a scalar, or (B,) with per_sample.
+
+        actions (B, H, A) with A <= max_action_dim; action_is_pad (B, H) bool; noise like the padded actions;
+        time (B,) or per-token (B, H).
+        """
+        cfg = self.cfg
+        action_dim = actions.shape[-1]
+        actions = pad_last_dim(actions, cfg.max_action_dim, "action")
+        b, h = actions.shape[:2]
+        noise = torch.randn_like(actions) if noise is None else noise
+        time = sample_time(b, actions.device) if time is None else time
+        x_t, u_t = noisy_actions(actions, noise, time)
+        v_t = self.denoise_step(x_t, time, self.fill_cache(obs, h))
+        return masked_mse(v_t, u_t, loss_mask(action_is_pad, action_dim, cfg.max_action_dim), per_sample)
+
+    @torch.no_grad()
+    def sample_actions(self, obs: Observation, noise: torch.Tensor | None = None, num_steps: int | None = None,
+                       use_cache: bool = True) -> torch.Tensor:
+        """Euler integration from t=1 (noise) to t=0 -> actions (B, chunk_size, max_action_dim)."""
+        cfg = self.cfg
+        steps = num_steps or cfg.num_steps
+        b, dev = obs.batch_size, obs.state.device
+        shape = (b, cfg.chunk_size, cfg.max_action_dim)
+        x = torch.randn(shape, device=dev) if noise is None else noise
+        cache = self.fill_cache(obs, cfg.chunk_size) if use_cache else None
+        for i in range(steps):
+            t = torch.full((b,), 1.0 - i / steps, device=dev)
+            v = self.denoise_step(x, t, cache) if cache is not None else self.denoise_full(obs, x, t)
+            x = x - v / steps
+        return x

@@ -1,0 +1,123 @@
+"""`--policy.type=vla`: the LeRobot configuration of our VLA policy.
+
+The network's sizes come from a preset of `vla.model.PRESETS` (`tiny`, `small`, `smolvla`) or, with
+`vlm_path`, from that VLM's own transformers config; the fields here override what a user tunes per run
+(chunk, steps, padding sizes, freezing). `model_config()` is the one place that resolves them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from lerobot.configs.policies import PreTrainedConfig
+from lerobot.configs.types import FeatureType, NormalizationMode
+from lerobot.optim.optimizers import AdamWConfig
+from lerobot.optim.schedulers import CosineDecayWithWarmupSchedulerConfig
+
+from vla.model.config import PRESETS, VLAModelConfig
+
+DTYPES = ("float32", "bfloat16")
+
+
+@PreTrainedConfig.register_subclass("vla")
+@dataclass
+class VLAConfig(PreTrainedConfig):
+    preset: str = "small"
+    # A SmolVLM / Idefics3 directory or hub id. Sizes, tokenizer and (for a fresh policy) weights come from it.
+    vlm_path: str | None = None
+    load_vlm_weights: bool = True
+    num_vlm_layers: int | None = None  # default: the preset's (16 for smolvla), capped at the VLM's depth
+    freeze_vlm: bool = True
+    dtype: str = "float32"  # "bfloat16": autocast the network (faster on GPUs and AMX CPUs)
+
+    n_obs_steps: int = 1
+    chunk_size: int = 50
+    n_action_steps: int = 50
+    num_steps: int = 10
+    max_state_dim: int = 32
+    max_action_dim: int = 32
+    tokenizer_max_length: int = 48
+
+    normalization_mapping: dict[str, NormalizationMode] = field(
+        default_factory=lambda: {
+            "VISUAL": NormalizationMode.IDENTITY,
+            "STATE": NormalizationMode.MEAN_STD,
+            "ACTION": NormalizationMode.MEAN_STD,
+        }
+    )
+
+    # SmolVLA's published recipe.
+    optimizer_lr: float = 1e-4
+    optimizer_betas: tuple[float, float] = (0.9, 0.95)
+    optimizer_eps: float = 1e-8
+    optimizer_weight_decay: float = 1e-10
+    optimizer_grad_clip_norm: float = 10.0
+    scheduler_warmup_steps: int = 1_000
+    scheduler_decay_steps: int = 30_000
+    scheduler_decay_lr: float = 2.5e-6
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.preset not in PRESETS:
+            raise ValueError(f"--policy.preset={self.preset!r} is not one of {sorted(PRESETS)}")
+        if self.dtype not in DTYPES:
+            raise ValueError(f"--policy.dtype={self.dtype!r} is not one of {DTYPES}")
+        if not 1 <= self.n_action_steps <= self.chunk_size:
+            raise ValueError(
+                f"n_action_steps={self.n_action_steps} must be between 1 and chunk_size={self.chunk_size}"
+            )
+
+    def model_config(self) -> VLAModelConfig:
+        cfg = PRESETS[self.preset]
+        if self.vlm_path:
+            from vla.model.backbone import read_pretrained_sizes
+
+            cfg = read_pretrained_sizes(self.vlm_path, cfg)
+            cfg = cfg.replace(num_vlm_layers=min(cfg.num_vlm_layers, cfg.text.num_layers))
+        if self.num_vlm_layers is not None:
+            cfg = cfg.replace(num_vlm_layers=self.num_vlm_layers)
+        return cfg.replace(
+            chunk_size=self.chunk_size, num_steps=self.num_steps, max_state_dim=self.max_state_dim,
+            max_action_dim=self.max_action_dim, tokenizer_max_length=self.tokenizer_max_length,
+            freeze_vlm=self.freeze_vlm,
+        )
+
+    def validate_features(self) -> None:
+        if not self.image_features:
+            features = sorted(self.input_features or {})
+            raise ValueError(f"the VLA needs at least one camera; input features are {features}")
+        state = self.robot_state_feature
+        if state is not None and state.shape[0] > self.max_state_dim:
+            raise ValueError(f"state has dimension {state.shape[0]}, above --policy.max_state_dim={self.max_state_dim}")
+        action = self.action_feature
+        if action is None:
+            raise ValueError("the dataset has no 'action' feature to learn")
+        if action.shape[0] > self.max_action_dim:
+            raise ValueError(
+                f"action has dimension {action.shape[0]}, above --policy.max_action_dim={self.max_action_dim}"
+            )
+        for key, ft in self.image_features.items():
+            if ft.type is not FeatureType.VISUAL or len(ft.shape) != 3:
+                raise ValueError(f"camera {key} has shape {ft.shape}; expected (channels, height, width)")
+
+    def get_optimizer_preset(self) -> AdamWConfig:
+        return AdamWConfig(lr=self.optimizer_lr, betas=self.optimizer_betas, eps=self.optimizer_eps,
+                           weight_decay=self.optimizer_weight_decay, grad_clip_norm=self.optimizer_grad_clip_norm)
+
+    def get_scheduler_preset(self) -> CosineDecayWithWarmupSchedulerConfig:
+        return CosineDecayWithWarmupSchedulerConfig(
+            peak_lr=self.optimizer_lr, decay_lr=self.scheduler_decay_lr,
+            num_warmup_steps=self.scheduler_warmup_steps, num_decay_steps=self.scheduler_decay_steps,
+        )
+
+    @property
+    def observation_delta_indices(self) -> None:
+        return None
+
+    @property
+    def action_delta_indices(self) -> list[int]:
+        return list(range(self.chunk_size))
+
+    @property
+    def reward_delta_indices(self) -> None:
+        return None

@@ -1,0 +1,149 @@
+"""`VLAPolicy`: LeRobot's policy interface around `vla.model.VLAModel`.
+
+This file translates LeRobot's string-keyed batches into the model's typed `Observation` and checks them on the
+way: camera names and state size must match what the policy was built with, and each mismatch is reported with
+the expected and the received keys or shapes. Cameras the policy knows but a batch lacks are masked out.
+Checkpoints load strictly (a missing or unexpected weight is an error, not a silent random init), and loading
+a checkpoint never re-reads pretrained VLM weights: the checkpoint has them.
+"""
+
+from __future__ import annotations
+
+import contextvars
+from collections import deque
+from contextlib import AbstractContextManager, nullcontext
+from pathlib import Path
+from typing import Any
+
+import torch
+from lerobot.policies.pretrained import PreTrainedPolicy
+from lerobot.utils.constants import (
+    ACTION,
+    OBS_IMAGE,
+    OBS_IMAGES,
+    OBS_LANGUAGE_ATTENTION_MASK,
+    OBS_LANGUAGE_TOKENS,
+    OBS_STATE,
+)
+from torch import Tensor
+
+from vla.model import Observation, VLAModel
+from vla.model.backbone import Backbone
+from vla.policies.configuration_vla import VLAConfig
+
+ACTION_IS_PAD = f"{ACTION}_is_pad"
+_loading_checkpoint = contextvars.ContextVar("vla_loading_checkpoint", default=False)
+
+
+def is_camera_key(key: str) -> bool:
+    return key == OBS_IMAGE or key.startswith(OBS_IMAGES + ".")
+
+
+class VLAPolicy(PreTrainedPolicy):
+    config_class = VLAConfig
+    name = "vla"
+
+    def __init__(self, config: VLAConfig, **kwargs: Any) -> None:
+        super().__init__(config)
+        config.validate_features()
+        self.config: VLAConfig = config
+        model_cfg = config.model_config()
+        backbone = None
+        if config.vlm_path and config.load_vlm_weights and not _loading_checkpoint.get():
+            backbone = Backbone.from_pretrained(config.vlm_path, model_cfg)
+        self.model = VLAModel(model_cfg, backbone)
+        self.camera_keys = list(config.image_features)
+        action = config.action_feature
+        assert action is not None  # validate_features guarantees it
+        self.action_dim = action.shape[0]
+        self.state_dim = config.robot_state_feature.shape[0] if config.robot_state_feature else 0
+        self._queue: deque[Tensor] = deque()
+
+    @classmethod
+    def from_pretrained(cls, pretrained_name_or_path: str | Path, *args: Any, **kwargs: Any) -> VLAPolicy:  # type: ignore[override]
+        kwargs["strict"] = True
+        token = _loading_checkpoint.set(True)
+        try:
+            return super().from_pretrained(pretrained_name_or_path, *args, **kwargs)  # type: ignore[return-value]
+        finally:
+            _loading_checkpoint.reset(token)
+
+    # ------------------------------------------------------------------ LeRobot interface
+    def reset(self) -> None:
+        self._queue.clear()
+
+    def get_optim_params(self) -> list[torch.nn.Parameter]:  # type: ignore[override]
+        return [p for p in self.parameters() if p.requires_grad]
+
+    def forward(self, batch: dict[str, Tensor], reduction: str = "mean") -> tuple[Tensor, dict[str, Any]]:
+        """Flow-matching loss; `reduction="none"` gives one loss per sample (B,)."""
+        obs = self.observation(batch)
+        actions = batch[ACTION]
+        if actions.shape[-1] != self.action_dim:
+            raise ValueError(f"action has dimension {actions.shape[-1]}; this policy was built for {self.action_dim}")
+        if ACTION_IS_PAD not in batch:
+            raise KeyError(f"the batch has no '{ACTION_IS_PAD}'; load data with the policy's delta_timestamps")
+        with self._autocast():
+            loss = self.model.compute_loss(obs, actions, batch[ACTION_IS_PAD], per_sample=reduction == "none")
+        return loss, {}
+
+    @torch.no_grad()
+    def predict_action_chunk(self, batch: dict[str, Tensor], **kwargs: Any) -> Tensor:
+        """(B, chunk_size, action_dim) normalised actions (the postprocessor unnormalises them)."""
+        self.eval()
+        obs = self.observation(batch)
+        with self._autocast():
+            actions = self.model.sample_actions(obs, noise=kwargs.get("noise"))
+        return actions[..., : self.action_dim].float()
+
+    @torch.no_grad()
+    def select_action(self, batch: dict[str, Tensor], **kwargs: Any) -> Tensor:
+        """One action (B, action_dim), from a queue refilled with `n_action_steps` of each new chunk."""
+        if not self._queue:
+            chunk = self.predict_action_chunk(batch, **kwargs)[:, : self.config.n_action_steps]
+            self._queue.extend(chunk.transpose(0, 1))
+        return self._queue.popleft()
+
+    # ------------------------------------------------------------------ batch -> Observation
+    def observation(self, batch: dict[str, Tensor]) -> Observation:
+        cameras = [k for k in batch if is_camera_key(k)]
+        unknown = sorted(set(cameras) - set(self.camera_keys))
+        if unknown:
+            raise ValueError(f"camera(s) {unknown} are not known to this policy, which expects {self.camera_keys}; "
+                             "rename them (e.g. --rename_map) or train with these cameras")
+        present = [k for k in self.camera_keys if k in batch]
+        if not present:
+            raise ValueError(f"the batch has none of the policy's cameras {self.camera_keys}; it has {sorted(batch)}")
+        ref = batch[present[0]]
+        b, dev = ref.shape[0], ref.device
+        images, masks = [], []
+        for key in self.camera_keys:
+            if key in batch:
+                image = batch[key]
+                image = image[:, -1] if image.ndim == 5 else image
+                expected = tuple(self.config.image_features[key].shape)
+                if image.ndim != 4 or image.shape[1] != expected[0]:
+                    raise ValueError(f"{key} has shape {tuple(image.shape)}; expected (batch, {expected[0]}, H, W)")
+                images.append(image.float())
+                masks.append(torch.ones(b, dtype=torch.bool, device=dev))
+            else:
+                images.append(torch.zeros(b, *self.config.image_features[key].shape, device=dev))
+                masks.append(torch.zeros(b, dtype=torch.bool, device=dev))
+        if self.state_dim:
+            state = batch[OBS_STATE]
+            state = state[:, -1] if state.ndim == 3 else state
+            if state.shape[-1] != self.state_dim:
+                raise ValueError(f"{OBS_STATE} has dimension {state.shape[-1]}; this policy was built for "
+                                 f"{self.state_dim} (from its dataset's features)")
+        else:
+            state = torch.zeros(b, 0, device=dev)
+        if OBS_LANGUAGE_TOKENS not in batch:
+            raise KeyError(f"the batch has no '{OBS_LANGUAGE_TOKENS}': pass it through the policy's preprocessor")
+        return Observation(images=images, image_masks=torch.stack(masks, dim=1), state=state.float(),
+                           tokens=batch[OBS_LANGUAGE_TOKENS], token_mask=batch[OBS_LANGUAGE_ATTENTION_MASK].bool())
+
+    def _autocast(self) -> AbstractContextManager[Any]:
+        if self.config.dtype == "float32":
+            return nullcontext()
+        device = next(self.parameters()).device.type
+        return torch.autocast(device_type=device, dtype=torch.bfloat16)
