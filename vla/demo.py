@@ -61,9 +61,9 @@ def plot(losses: list[tuple[int, float]], path: Path) -> None:
 
 def evaluate(ckpt: Path, episodes: int, image_size: int) -> tuple[float, float]:
     """Mean absolute error of predicted chunks on new episodes, and of holding the current position."""
-    import lerobot_policy_vla  # noqa: F401
     from lerobot.policies.factory import make_pre_post_processors
 
+    import lerobot_policy_vla  # noqa: F401
     from vla.datasets.synthetic import CAMERA, episode
     from vla.policies.modeling_vla import VLAPolicy
 

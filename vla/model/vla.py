@@ -7,10 +7,11 @@ The prefix never attends to the actions, so everything it determines is computed
 `fill_cache`: per-layer VLM keys/values (self-attention layers) or their expert projections (cross-attention
 layers), masks, and the actions' rotary tables. `denoise_step(x_t, t, cache)` then runs only the expert.
 
-Notable: with a frozen VLM, the camera and language tokens never depend on a trainable weight, so `fill_cache`
-runs them without autograd and pushes only the single state token through the VLM layers with gradients (it
-attends to the cached camera/language keys). Training then backpropagates through one VLM token instead of the
-whole prefix. `denoise_full` is the plain joint pass over [prefix; suffix] that the cache must agree with.
+Notable: when training with a frozen VLM, the camera and language tokens never depend on a trainable weight,
+so `fill_cache` runs them without autograd and pushes only the single state token through the VLM layers with
+gradients (it attends to the cached camera/language keys). Training then backpropagates through one VLM token
+instead of the whole prefix. At inference the prefix is one pass. `denoise_full` is the plain joint pass over
+[prefix; suffix] that the cache must agree with.
 """
 
 from __future__ import annotations
@@ -104,12 +105,14 @@ class VLAModel(nn.Module):
         hd, attn = self.cfg.text.head_dim, layer.self_attn
         return split_heads(attn.k_proj(merge_heads(k)), hd), split_heads(attn.v_proj(merge_heads(v)), hd)
 
-    def _vlm_kv(self, x: torch.Tensor, positions: torch.Tensor, valid: torch.Tensor,
-                past: list[KV] | None = None, past_valid: torch.Tensor | None = None) -> list[KV]:
-        """Run tokens x (B, L, D) through the VLM layers, attending to `past` keys too; -> per-layer (k, v)."""
+    def _vlm_kv(self, x: torch.Tensor, positions: torch.Tensor, mask: torch.Tensor,
+                past: list[KV] | None = None) -> list[KV]:
+        """Run tokens x (B, L, D) through the VLM layers -> per-layer (k, v) of these tokens.
+
+        mask (B, 1, L or 1, Lpast + L) bool says which keys each token sees; `past` holds earlier tokens'
+        per-layer keys/values, which are attended to but not recomputed.
+        """
         cos, sin = self.rotary(positions)
-        key_valid = valid if past_valid is None else torch.cat([past_valid, valid], dim=1)
-        mask = key_valid[:, None, None, :]
         out: list[KV] = []
         layers = self.backbone.blocks
         for i, layer in enumerate(layers):
@@ -124,31 +127,43 @@ class VLAModel(nn.Module):
             x = mlp_block(layer, x)
         return out
 
+    def _prefix_kv(self, context: torch.Tensor, ctx_valid: torch.Tensor, state: torch.Tensor) -> list[KV]:
+        """Per-layer keys/values of the prefix [context; state] (B, Hkv, Lc + 1, hd)."""
+        b, dev = context.shape[0], context.device
+        one = torch.ones(b, 1, dtype=torch.bool, device=dev)
+        if not (torch.is_grad_enabled() and self.cfg.freeze_vlm):
+            valid = torch.cat([ctx_valid, one], dim=1)
+            ar = torch.zeros(valid.shape[1], device=dev)
+            ar[-1] = 1  # the state token sees the context; the context does not see it
+            mask = make_attn_mask(valid, ar)[:, None]
+            return self._vlm_kv(torch.cat([context, state], dim=1), positions_from_mask(valid), mask)
+        # Training a frozen VLM: the context depends on no trainable weight, so it runs without autograd, and
+        # only the state token (which the trainable state projection feeds) goes through with gradients.
+        with torch.no_grad():
+            ctx_kv = self._vlm_kv(context, positions_from_mask(ctx_valid), ctx_valid[:, None, None, :])
+        state_mask = torch.cat([ctx_valid, one], dim=1)[:, None, None, :]
+        state_kv = self._vlm_kv(state, ctx_valid.sum(dim=1, keepdim=True), state_mask, past=ctx_kv)
+        return [(torch.cat([kc, ks], dim=2), torch.cat([vc, vs], dim=2))
+                for (kc, vc), (ks, vs) in zip(ctx_kv, state_kv, strict=True)]
+
     # ------------------------------------------------------------------ cached path
     def fill_cache(self, obs: Observation, chunk_len: int) -> PrefixCache:
         context, ctx_valid, state = self.embed_prefix(obs)
-        b = context.shape[0]
-        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.cfg.freeze_vlm):
-            ctx_kv = self._vlm_kv(context, positions_from_mask(ctx_valid), ctx_valid)
-        n_ctx = ctx_valid.sum(dim=1, keepdim=True)
-        ones = torch.ones(b, 1, dtype=torch.bool, device=context.device)
-        state_kv = self._vlm_kv(state, n_ctx, ones, past=ctx_kv, past_valid=ctx_valid)
-
+        b, dev = context.shape[0], context.device
         keys, values = [], []
-        for layer, (kc, vc), (ks, vs) in zip(self.expert.blocks, ctx_kv, state_kv, strict=True):
-            k, v = torch.cat([kc, ks], dim=2), torch.cat([vc, vs], dim=2)
+        for layer, (k, v) in zip(self.expert.blocks, self._prefix_kv(context, ctx_valid, state), strict=True):
             if layer.cross:
                 k, v = self._cross_kv(layer, k, v)
             keys.append(k)
             values.append(v)
 
-        prefix_valid = torch.cat([ctx_valid, ones], dim=1)
+        prefix_valid = torch.cat([ctx_valid, torch.ones(b, 1, dtype=torch.bool, device=dev)], dim=1)
         p = prefix_valid.shape[1]
-        causal = torch.ones(chunk_len, chunk_len, dtype=torch.bool, device=context.device).tril()
+        causal = torch.ones(chunk_len, chunk_len, dtype=torch.bool, device=dev).tril()
         self_mask = torch.cat([prefix_valid[:, None, None, :].expand(b, 1, chunk_len, p),
                                causal.expand(b, 1, chunk_len, chunk_len)], dim=-1)
-        steps = torch.arange(chunk_len, device=context.device)
-        cos, sin = self.rotary(n_ctx + 1 + steps)
+        steps = torch.arange(chunk_len, device=dev)
+        cos, sin = self.rotary(ctx_valid.sum(dim=1, keepdim=True) + 1 + steps)
         return PrefixCache(keys, values, self_mask, prefix_valid[:, None, None, :], cos, sin)
 
     def denoise_step(self, x_t: torch.Tensor, t: torch.Tensor, cache: PrefixCache) -> torch.Tensor:

@@ -52,6 +52,10 @@ class VLAPolicy(PreTrainedPolicy):
         if config.vlm_path and config.load_vlm_weights and not _loading_checkpoint.get():
             backbone = Backbone.from_pretrained(config.vlm_path, model_cfg)
         self.model = VLAModel(model_cfg, backbone)
+        if config.dtype == "bfloat16" and config.freeze_vlm:
+            # A frozen backbone needs no float32 master copy: store it in bfloat16 once instead of letting
+            # autocast convert every weight on every call (for the 500M shape that conversion alone is costly).
+            self.model.backbone.to(torch.bfloat16)
         self.camera_keys = list(config.image_features)
         action = config.action_feature
         assert action is not None  # validate_features guarantees it

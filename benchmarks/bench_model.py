@@ -1,0 +1,165 @@
+"""`make bench`: our VLA against LeRobot 0.4.4's SmolVLA with the same backbone shape, in one run.
+
+For each preset (`small`, `smolvla` by default): inference latency per action chunk (batch 1, one camera at the
+backbone's resolution, chunk 50, 10 Euler steps) and training samples/s (forward, backward, AdamW step), as
+medians, with the ratio ours/theirs and the achieved GFLOP/s (FLOPs from torch's flop counter for one chunk or
+one training step of each implementation). Random weights, offline configs, float32 unless a row says bfloat16;
+the bfloat16 row also reports how far its actions are from float32's.
+
+    python benchmarks/bench_model.py [--presets small smolvla] [--repeats 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from lerobot.configs.types import FeatureType, PolicyFeature
+from torch.utils.flop_counter import FlopCounterMode
+
+sys.path.insert(0, str(Path(__file__).parent))
+from smolvla_reference import make_smolvla, save_local_vlm
+
+from vla.model import PRESETS
+from vla.policies.configuration_vla import VLAConfig
+from vla.policies.modeling_vla import VLAPolicy
+
+CAM, STATE_DIM, ACTION_DIM, TOKENS = "observation.images.front", 6, 6, 16
+TRAIN_BATCH = {"small": 32, "smolvla": 8, "tiny": 32}
+
+
+def features(size: int) -> tuple[dict[str, PolicyFeature], dict[str, PolicyFeature]]:
+    return ({CAM: PolicyFeature(type=FeatureType.VISUAL, shape=(3, size, size)),
+             "observation.state": PolicyFeature(type=FeatureType.STATE, shape=(STATE_DIM,))},
+            {"action": PolicyFeature(type=FeatureType.ACTION, shape=(ACTION_DIM,))})
+
+
+def batch(size: int, b: int, chunk: int, vocab: int) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(0)
+    return {
+        CAM: torch.rand(b, 3, size, size, generator=g),
+        "observation.state": torch.randn(b, STATE_DIM, generator=g),
+        "observation.language.tokens": torch.randint(3, vocab, (b, TOKENS), generator=g),
+        "observation.language.attention_mask": torch.ones(b, TOKENS, dtype=torch.bool),
+        "action": torch.randn(b, chunk, ACTION_DIM, generator=g),
+        "action_is_pad": torch.zeros(b, chunk, dtype=torch.bool),
+    }
+
+
+def interleaved_medians(fns: dict[str, Callable[[], Any]], repeats: int) -> dict[str, float]:
+    """Median seconds per call of each function, timed round-robin so machine noise hits all alike."""
+    for fn in fns.values():
+        fn()  # warm-up
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
+def flops(fn: Callable[[], Any]) -> float:
+    counter = FlopCounterMode(display=False)
+    with counter:
+        fn()
+    return float(counter.get_total_flops())
+
+
+def train_step_fn(policy: Any, data: dict[str, torch.Tensor]) -> Callable[[], None]:
+    params = [p for p in policy.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=1e-5)
+    policy.train()
+
+    def step() -> None:
+        loss, _ = policy.forward(data)
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    return step
+
+
+def bench_preset(name: str, repeats: int, tmp: Path) -> list[dict[str, Any]]:
+    cfg = PRESETS[name]
+    size = cfg.vision.image_size
+    inputs, outputs = features(size)
+    infer_batch = batch(size, 1, cfg.chunk_size, 200)
+    train_batch = batch(size, TRAIN_BATCH[name], cfg.chunk_size, 200)
+    noise = torch.randn(1, cfg.chunk_size, cfg.max_action_dim)
+
+    torch.manual_seed(0)
+    theirs = make_smolvla(cfg, save_local_vlm(cfg, tmp / name), inputs, outputs).eval()
+    policies: dict[str, Any] = {"LeRobot SmolVLA": theirs}
+    for dtype in ("float32", "bfloat16"):
+        ours = VLAConfig(preset=name, dtype=dtype, chunk_size=cfg.chunk_size, n_action_steps=cfg.chunk_size,
+                         num_steps=cfg.num_steps, device="cpu", push_to_hub=False)
+        ours.input_features, ours.output_features = dict(inputs), dict(outputs)
+        torch.manual_seed(0)
+        policies[f"ours {dtype}"] = VLAPolicy(ours).eval()
+    # the bfloat16 row runs the same weights as the float32 row
+    policies["ours bfloat16"].load_state_dict(policies["ours float32"].state_dict())
+
+    def infer_fn(policy: Any) -> Callable[[], torch.Tensor]:
+        def infer() -> torch.Tensor:
+            with torch.no_grad():
+                return policy.predict_action_chunk(infer_batch, noise=noise)
+        return infer
+
+    infers = {label: infer_fn(p) for label, p in policies.items()}
+    infer_s = interleaved_medians(infers, repeats)
+    actions = {label: fn() for label, fn in infers.items()}
+    infer_flops = {label: flops(fn) for label, fn in infers.items()}
+    steps = {label: train_step_fn(p, train_batch) for label, p in policies.items()}
+    train_flops = {label: flops(fn) for label, fn in steps.items()}
+    train_s = interleaved_medians(steps, max(2, repeats // 2))
+    reference = actions["ours float32"]
+    rows = []
+    for label, policy in policies.items():
+        policy.eval()
+        rows.append({"preset": name, "impl": label, "params_m": sum(p.numel() for p in policy.parameters()) / 1e6,
+                     "infer_ms": infer_s[label] * 1e3, "infer_gflops": infer_flops[label] / infer_s[label] / 1e9,
+                     "chunk_gflop": infer_flops[label] / 1e9, "train_sps": TRAIN_BATCH[name] / train_s[label],
+                     "train_gflops": train_flops[label] / train_s[label] / 1e9, "actions": actions[label]})
+    for row in rows:
+        if row["impl"] == "ours bfloat16" and reference is not None:
+            diff = (row["actions"] - reference).abs().max() / reference.abs().max()
+            row["note"] = f"max |bf16 - fp32| / max |fp32| = {diff:.3f}"
+    return rows
+
+
+def print_table(rows: list[dict[str, Any]]) -> None:
+    base = {r["preset"]: r for r in rows if r["impl"] == "LeRobot SmolVLA"}
+    print("\n| preset | implementation | params (M) | ms / chunk | GFLOP / chunk | GFLOP/s | speed-up | "
+          "train samples/s | GFLOP/s | speed-up | note |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        b = base[r["preset"]]
+        print(f"| {r['preset']} | {r['impl']} | {r['params_m']:.1f} | {r['infer_ms']:.1f} | {r['chunk_gflop']:.2f} | "
+              f"{r['infer_gflops']:.0f} | {b['infer_ms'] / r['infer_ms']:.2f}x | {r['train_sps']:.2f} | "
+              f"{r['train_gflops']:.0f} | {r['train_sps'] / b['train_sps']:.2f}x | {r.get('note', '')} |")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--presets", nargs="+", default=["small", "smolvla"], choices=sorted(PRESETS))
+    parser.add_argument("--repeats", type=int, default=5)
+    args = parser.parse_args()
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device cpu")
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in args.presets:
+            print(f"benchmarking preset {name} ...", flush=True)
+            rows += bench_preset(name, args.repeats, Path(tmp))
+            print_table(rows)
+
+
+if __name__ == "__main__":
+    main()

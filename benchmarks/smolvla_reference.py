@@ -1,0 +1,47 @@
+"""Build LeRobot 0.4.4's SmolVLA offline with the same backbone shape as one of our presets.
+
+SmolVLA loads its VLM config and processor with `from_pretrained(vlm_model_name)`; pointing that name at a local
+directory holding a SmolVLM config, tokenizer and processor saved with `save_pretrained` builds it with random
+weights and no network. The tokenizer is a small word-level one carrying SmolVLM's special image tokens.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from vla.model.backbone import hf_config
+from vla.model.config import VLAModelConfig
+
+SPECIAL = {"fake_image_token": "<fake_token_around_image>", "image_token": "<image>",
+           "global_image_token": "<global-img>", "end_of_utterance_token": "<end_of_utterance>"}
+
+
+def save_local_vlm(cfg: VLAModelConfig, path: Path) -> Path:
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast, SmolVLMImageProcessor, SmolVLMProcessor, SmolVLMVideoProcessor
+
+    hf = hf_config(cfg.replace(num_vlm_layers=cfg.text.num_layers))
+    hf.save_pretrained(path)
+    words = ["<pad>", "<unk>", *SPECIAL.values(), *(f"w{i}" for i in range(200))]
+    inner = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="<unk>"))
+    inner.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok = PreTrainedTokenizerFast(tokenizer_object=inner, pad_token="<pad>", unk_token="<unk>",
+                                  extra_special_tokens=SPECIAL)
+    size = cfg.vision.image_size
+    images = SmolVLMImageProcessor(size={"longest_edge": size}, max_image_size={"longest_edge": size})
+    SmolVLMProcessor(image_processor=images, tokenizer=tok, video_processor=SmolVLMVideoProcessor(),
+                     image_seq_len=cfg.tokens_per_image).save_pretrained(path)
+    return path
+
+
+def make_smolvla(cfg: VLAModelConfig, vlm_dir: Path, features: dict[str, Any], outputs: dict[str, Any]) -> Any:
+    from lerobot.policies.smolvla.configuration_smolvla import SmolVLAConfig
+    from lerobot.policies.smolvla.modeling_smolvla import SmolVLAPolicy
+
+    size = cfg.vision.image_size
+    config = SmolVLAConfig(vlm_model_name=str(vlm_dir), load_vlm_weights=False, num_vlm_layers=cfg.num_vlm_layers,
+                           chunk_size=cfg.chunk_size, n_action_steps=cfg.chunk_size, num_steps=cfg.num_steps,
+                           resize_imgs_with_padding=(size, size), device="cpu", push_to_hub=False)
+    config.input_features, config.output_features = dict(features), dict(outputs)
+    return SmolVLAPolicy(config)
