@@ -16,12 +16,14 @@ def main(argv: list[str] | None = None) -> None:
     demo.add_argument("--episodes", type=int, default=40)
     demo.add_argument("--batch-size", type=int, default=32)
     demo.add_argument("--preset", default="tiny", choices=["tiny", "small"])
+    demo.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    demo.add_argument("--lr", type=float, default=1e-3)
 
     args = parser.parse_args(argv)
     if args.command == "demo":
         from vla.demo import run
 
-        run(args.out, args.steps, args.episodes, args.batch_size, args.preset)
+        run(args.out, args.steps, args.episodes, args.batch_size, args.preset, args.dtype, args.lr)
 
 
 if __name__ == "__main__":

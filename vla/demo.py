@@ -18,14 +18,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
+LOG_FREQ = 20
 
-def train(data: Path, out: Path, steps: int, batch_size: int, preset: str) -> list[tuple[int, float]]:
+
+def train(data: Path, out: Path, steps: int, batch_size: int, preset: str, dtype: str, lr: float
+          ) -> list[tuple[int, float]]:
     cmd = [str(Path(sys.executable).with_name("lerobot-train")), "--policy.type=vla", f"--policy.preset={preset}",
-           "--policy.chunk_size=10", "--policy.n_action_steps=10", "--policy.optimizer_lr=1e-3",
+           "--policy.chunk_size=10", "--policy.n_action_steps=10", f"--policy.optimizer_lr={lr}", f"--policy.dtype={dtype}",
            "--policy.scheduler_warmup_steps=50", f"--policy.scheduler_decay_steps={steps}",
            "--policy.push_to_hub=false", "--policy.device=cpu", "--dataset.repo_id=local/vla-synthetic",
            f"--dataset.root={data}", f"--output_dir={out}", f"--steps={steps}", f"--batch_size={batch_size}",
-           f"--save_freq={steps}", "--log_freq=20", "--num_workers=1", "--wandb.enable=false", "--eval_freq=0"]
+           f"--save_freq={steps}", f"--log_freq={LOG_FREQ}", "--num_workers=1", "--wandb.enable=false", "--eval_freq=0"]
     print("$", " ".join(cmd), flush=True)
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
     losses: list[tuple[int, float]] = []
@@ -34,10 +37,10 @@ def train(data: Path, out: Path, steps: int, batch_size: int, preset: str) -> li
         assert proc.stdout is not None
         for line in proc.stdout:
             log.write(line)
-            match = re.search(r"step:(\d+\w*) .*loss:([\d.]+)", line)
-            if match:
-                step = int(float(match.group(1).rstrip("K")) * (1000 if match.group(1).endswith("K") else 1))
-                losses.append((step, float(match.group(2))))
+            match = re.search(r" step:\S+ .*loss:([\d.]+)", line)
+            if match:  # logged every log_freq steps (LeRobot rounds the printed step, so count ourselves)
+                step = (len(losses) + 1) * LOG_FREQ
+                losses.append((step, float(match.group(1))))
                 print(f"  step {step:5d}/{steps}  loss {losses[-1][1]:.4f}", flush=True)
         if proc.wait() != 0:
             raise SystemExit(f"lerobot-train failed; its output is in {log.name}")
@@ -85,16 +88,16 @@ def evaluate(ckpt: Path, episodes: int, image_size: int) -> tuple[float, float]:
     return float(np.mean(errors)), float(np.mean(baseline))
 
 
-def run(out: Path, steps: int, episodes: int, batch_size: int, preset: str) -> None:
+def run(out: Path, steps: int, episodes: int, batch_size: int, preset: str, dtype: str, lr: float) -> None:
     from vla.datasets.synthetic import make_dataset
 
     t0 = time.time()
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
     print(f"[1/4] generating {episodes} episodes of 'move to the red/blue square' (LeRobot v3, video)", flush=True)
-    data = make_dataset(out / "data", episodes=episodes, length=30, image_size=32, seed=0)
+    data = make_dataset(out / "data", episodes=episodes, length=20, image_size=32, seed=0)
     print(f"[2/4] training the '{preset}' VLA for {steps} steps with lerobot-train", flush=True)
-    losses = train(data, out / "train", steps, batch_size, preset)
+    losses = train(data, out / "train", steps, batch_size, preset, dtype, lr)
     plot(losses, out / "loss.png")
     ckpt = out / "train" / "checkpoints" / "last" / "pretrained_model"
     print(f"[3/4] reloading {ckpt} and predicting chunks on 10 held-out episodes", flush=True)

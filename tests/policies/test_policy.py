@@ -85,6 +85,14 @@ def test_training_forward_and_per_sample_loss() -> None:
     assert per_sample.shape == (2,)
 
 
+def test_random_backbone_trains_by_default_and_can_be_frozen() -> None:
+    policy, _, _ = build()
+    assert all(p.requires_grad for p in policy.model.backbone.parameters())
+    frozen, _, _ = build(freeze_vlm=True)
+    assert not any(p.requires_grad for p in frozen.model.backbone.parameters())
+    assert len(frozen.get_optim_params()) < len(policy.get_optim_params())
+
+
 def test_missing_camera_is_masked_not_fatal() -> None:
     policy, pre, _ = build()
     raw = raw_batch()
@@ -197,6 +205,9 @@ def test_pretrained_vlm_path_loads_weights_and_tokenizer(tmp_path: Path) -> None
     saved = load_file(tmp_path / "vlm" / "model.safetensors")
     key = next(k for k in saved if k.endswith("text_model.layers.1.self_attn.q_proj.weight"))
     assert torch.equal(policy.model.backbone.layers[1].self_attn.q_proj.weight, saved[key])
+    # pretrained backbone: frozen by default; the expert trains
+    assert not any(p.requires_grad for p in policy.model.backbone.parameters())
+    assert all(p.requires_grad for p in policy.model.expert.parameters())
     batch = pre(raw_batch())
     assert batch["observation.language.tokens"][0].tolist() == [2, 3, 4, 5, 6]
     assert policy.predict_action_chunk(batch).shape == (2, 6, 4)

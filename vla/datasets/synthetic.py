@@ -1,6 +1,6 @@
 """A small, learnable LeRobot v3 dataset generated offline: "move to the red/blue square".
 
-Each episode shows two coloured squares and a white agent dot on a black image. The instruction names one of
+Each episode shows two coloured squares (near two of four fixed spots) and a white agent dot on a black image. The instruction names one of
 the squares; the 2-D agent position (the state) moves a fixed fraction of the way to the named square each
 step, and the action is the next position. Solving it needs the image (where the squares are) and the language
 (which one), so it exercises every input of the VLA while staying small enough for a CPU in seconds to minutes.
@@ -15,6 +15,7 @@ import numpy as np
 
 COLOURS = {"red": (230, 40, 40), "blue": (40, 80, 230)}
 PHRASES = ("move to the {} square", "go to the {} square", "reach the {} one")
+SPOTS = np.array([[-0.6, -0.6], [-0.6, 0.6], [0.6, -0.6], [0.6, 0.6]])  # squares sit near two of these
 CAMERA = "observation.images.front"
 
 
@@ -44,7 +45,8 @@ def render(size: int, squares: dict[str, np.ndarray], agent: np.ndarray) -> np.n
 
 
 def episode(rng: np.random.Generator, length: int, size: int) -> tuple[str, list[dict]]:
-    squares = {name: rng.uniform(-0.8, 0.8, 2).astype(np.float32) for name in COLOURS}
+    corners = rng.permutation(SPOTS)[: len(COLOURS)] + rng.uniform(-0.05, 0.05, (len(COLOURS), 2))
+    squares = {name: pos.astype(np.float32) for name, pos in zip(COLOURS, corners, strict=True)}
     target_name = str(rng.choice(list(COLOURS)))
     task = str(rng.choice(PHRASES)).format(target_name)
     agent = rng.uniform(-0.9, 0.9, 2).astype(np.float32)
@@ -68,8 +70,10 @@ def make_dataset(root: str | Path, episodes: int = 8, length: int = 30, image_si
         feats[CAMERA]["dtype"] = "image"
     ds = LeRobotDataset.create(repo_id=repo_id, fps=fps, root=root, features=feats, use_videos=use_videos,
                                robot_type="point2d", vcodec="h264")
+    from tqdm import tqdm
+
     rng = np.random.default_rng(seed)
-    for _ in range(episodes):
+    for _ in tqdm(range(episodes), desc="recording episodes", unit="ep", leave=False):
         _, frames = episode(rng, length, image_size)
         for frame in frames:
             ds.add_frame(frame)

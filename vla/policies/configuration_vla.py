@@ -27,7 +27,9 @@ class VLAConfig(PreTrainedConfig):
     vlm_path: str | None = None
     load_vlm_weights: bool = True
     num_vlm_layers: int | None = None  # default: the preset's (16 for smolvla), capped at the VLM's depth
-    freeze_vlm: bool = True
+    # Train the expert and projections only. Default: frozen with pretrained VLM weights, trained when the
+    # backbone starts from random weights (a frozen random backbone is a poor feature extractor).
+    freeze_vlm: bool | None = None
     dtype: str = "float32"  # "bfloat16": autocast the network (faster on GPUs and AMX CPUs)
 
     n_obs_steps: int = 1
@@ -79,8 +81,14 @@ class VLAConfig(PreTrainedConfig):
         return cfg.replace(
             chunk_size=self.chunk_size, num_steps=self.num_steps, max_state_dim=self.max_state_dim,
             max_action_dim=self.max_action_dim, tokenizer_max_length=self.tokenizer_max_length,
-            freeze_vlm=self.freeze_vlm,
+            freeze_vlm=self.vlm_frozen,
         )
+
+    @property
+    def vlm_frozen(self) -> bool:
+        if self.freeze_vlm is not None:
+            return self.freeze_vlm
+        return bool(self.vlm_path and self.load_vlm_weights)
 
     def validate_features(self) -> None:
         if not self.image_features:

@@ -36,7 +36,7 @@ _loading_checkpoint = contextvars.ContextVar("vla_loading_checkpoint", default=F
 
 
 def is_camera_key(key: str) -> bool:
-    return key == OBS_IMAGE or key.startswith(OBS_IMAGES + ".")
+    return (key == OBS_IMAGE or key.startswith(OBS_IMAGES + ".")) and not key.endswith("_is_pad")
 
 
 class VLAPolicy(PreTrainedPolicy):
@@ -52,7 +52,7 @@ class VLAPolicy(PreTrainedPolicy):
         if config.vlm_path and config.load_vlm_weights and not _loading_checkpoint.get():
             backbone = Backbone.from_pretrained(config.vlm_path, model_cfg)
         self.model = VLAModel(model_cfg, backbone)
-        if config.dtype == "bfloat16" and config.freeze_vlm:
+        if config.dtype == "bfloat16" and config.vlm_frozen:
             # A frozen backbone needs no float32 master copy: store it in bfloat16 once instead of letting
             # autocast convert every weight on every call (for the 500M shape that conversion alone is costly).
             self.model.backbone.to(torch.bfloat16)
@@ -94,7 +94,6 @@ class VLAPolicy(PreTrainedPolicy):
     @torch.no_grad()
     def predict_action_chunk(self, batch: dict[str, Tensor], **kwargs: Any) -> Tensor:
         """(B, chunk_size, action_dim) normalised actions (the postprocessor unnormalises them)."""
-        self.eval()
         obs = self.observation(batch)
         with self._autocast():
             actions = self.model.sample_actions(obs, noise=kwargs.get("noise"))
