@@ -99,7 +99,8 @@ def bench_preset(name: str, repeats: int, tmp: Path) -> list[dict[str, Any]]:
     theirs = make_smolvla(cfg, save_local_vlm(cfg, tmp / name), inputs, outputs).eval()
     policies: dict[str, Any] = {"LeRobot SmolVLA": theirs}
     for dtype in ("float32", "bfloat16"):
-        ours = VLAConfig(preset=name, dtype=dtype, freeze_vlm=True, chunk_size=cfg.chunk_size, n_action_steps=cfg.chunk_size,
+        ours = VLAConfig(preset=name, dtype=dtype, freeze_vlm=True, chunk_size=cfg.chunk_size,
+                         n_action_steps=cfg.chunk_size,
                          num_steps=cfg.num_steps, device="cpu", push_to_hub=False)
         ours.input_features, ours.output_features = dict(inputs), dict(outputs)
         torch.manual_seed(0)

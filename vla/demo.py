@@ -24,7 +24,8 @@ LOG_FREQ = 20
 def train(data: Path, out: Path, steps: int, batch_size: int, preset: str, dtype: str, lr: float
           ) -> list[tuple[int, float]]:
     cmd = [str(Path(sys.executable).with_name("lerobot-train")), "--policy.type=vla", f"--policy.preset={preset}",
-           "--policy.chunk_size=10", "--policy.n_action_steps=10", f"--policy.optimizer_lr={lr}", f"--policy.dtype={dtype}",
+           "--policy.chunk_size=10", "--policy.n_action_steps=10", f"--policy.optimizer_lr={lr}",
+           f"--policy.dtype={dtype}",
            "--policy.scheduler_warmup_steps=50", f"--policy.scheduler_decay_steps={steps}",
            "--policy.push_to_hub=false", "--policy.device=cpu", "--dataset.repo_id=local/vla-synthetic",
            f"--dataset.root={data}", f"--output_dir={out}", f"--steps={steps}", f"--batch_size={batch_size}",

@@ -1,10 +1,10 @@
 """A small, learnable LeRobot v3 dataset generated offline: "move to the red/blue square".
 
-Each episode shows two coloured squares (near two of four fixed spots) and a white agent dot on a black image. The instruction names one of
-the squares; the 2-D agent position (the state) moves a fixed fraction of the way to the named square each
-step, and the action is the next position. Solving it needs the image (where the squares are) and the language
-(which one), so it exercises every input of the VLA while staying small enough for a CPU in seconds to minutes.
-Used by the tests and by `make demo`.
+Each episode shows two coloured squares (near two of four fixed spots) and a white agent dot on a black image.
+The instruction names one of the squares; the 2-D agent position (the state) moves a fixed fraction of the way
+to the named square each step, and the action is the next position. Solving it needs the image (where the
+squares are) and the language (which one), so it exercises every input of the VLA while staying small enough
+for a CPU in seconds to minutes. Used by the tests and by `make demo`.
 """
 
 from __future__ import annotations
