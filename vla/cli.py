@@ -12,8 +12,8 @@ def main(argv: list[str] | None = None) -> None:
 
     demo = sub.add_parser("demo", help="generate data, train with lerobot-train, reload, predict (offline, CPU)")
     demo.add_argument("--out", type=Path, default=Path("outputs/demo"))
-    demo.add_argument("--steps", type=int, default=600)
-    demo.add_argument("--episodes", type=int, default=40)
+    demo.add_argument("--steps", type=int, default=800)
+    demo.add_argument("--episodes", type=int, default=60)
     demo.add_argument("--batch-size", type=int, default=32)
     demo.add_argument("--preset", default="tiny", choices=["tiny", "small"])
     demo.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])

@@ -1,8 +1,10 @@
 """`make demo`: generate a dataset, train the VLA with `lerobot-train`, reload the checkpoint, predict, report.
 
 Everything is offline and CPU-sized: the synthetic "move to the red/blue square" dataset (vla.datasets.synthetic),
-the `tiny` preset, a bounded number of steps. The report compares the policy's predicted chunks on held-out
-episodes with the true actions and with a do-nothing baseline, and writes a loss plot.
+the `tiny` preset, a bounded number of steps. The report compares the policy's predicted chunks with the true
+actions and with a hold-still baseline, on the training episodes and on held-out ones, and writes a loss plot.
+With a few minutes of CPU training from random weights the policy fits its demonstrations well but does not
+generalise to held-out layouts (it scores about the baseline there); the report says so rather than hiding it.
 """
 
 from __future__ import annotations
@@ -16,7 +18,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
 
 LOG_FREQ = 20
 
@@ -63,29 +64,31 @@ def plot(losses: list[tuple[int, float]], path: Path) -> None:
     plt.close(fig)
 
 
-def evaluate(ckpt: Path, episodes: int, image_size: int) -> tuple[float, float]:
-    """Mean absolute error of predicted chunks on new episodes, and of holding the current position."""
+def evaluate(ckpt: Path, data: Path, repo_id: str) -> tuple[float, float]:
+    """Mean absolute error of predicted chunks on a dataset (every 5th frame), and of holding the position still.
+
+    The held-out episodes go through the same path as the training data (LeRobot v3 on disk, video decoded by
+    LeRobotDataset), so the policy sees what it was trained on: compressed frames, not raw renders.
+    """
+    from lerobot.datasets.lerobot_dataset import LeRobotDataset
     from lerobot.policies.factory import make_pre_post_processors
 
     import lerobot_policy_vla  # noqa: F401
-    from vla.datasets.synthetic import CAMERA, episode
+    from vla.datasets.synthetic import CAMERA
     from vla.policies.modeling_vla import VLAPolicy
 
     policy = VLAPolicy.from_pretrained(ckpt)
     pre, post = make_pre_post_processors(policy.config, pretrained_path=str(ckpt))
-    rng = np.random.default_rng(10_000)  # seeds disjoint from the training data
     horizon = policy.config.chunk_size
+    ds = LeRobotDataset(repo_id, root=data, delta_timestamps={"action": [i / 10 for i in range(horizon)]})
     errors, baseline = [], []
-    for _ in range(episodes):
-        task, frames = episode(rng, 30, image_size)
-        for start in (0, 10):
-            f = frames[start]
-            obs = {CAMERA: torch.from_numpy(f[CAMERA]).permute(2, 0, 1).float() / 255,
-                   "observation.state": torch.from_numpy(f["observation.state"]), "task": task}
-            chunk = post(policy.predict_action_chunk(pre(obs)))[0].numpy()
-            truth = np.stack([frames[start + i]["action"] for i in range(horizon)])
-            errors.append(np.abs(chunk - truth).mean())
-            baseline.append(np.abs(f["observation.state"] - truth).mean())
+    for index in range(0, len(ds), 5):
+        item = ds[index]
+        real = ~item["action_is_pad"]
+        obs = {CAMERA: item[CAMERA], "observation.state": item["observation.state"], "task": item["task"]}
+        chunk = post(policy.predict_action_chunk(pre(obs)))[0]
+        errors.append((chunk - item["action"]).abs()[real].mean().item())
+        baseline.append((item["observation.state"] - item["action"]).abs()[real].mean().item())
     return float(np.mean(errors)), float(np.mean(baseline))
 
 
@@ -101,9 +104,13 @@ def run(out: Path, steps: int, episodes: int, batch_size: int, preset: str, dtyp
     losses = train(data, out / "train", steps, batch_size, preset, dtype, lr)
     plot(losses, out / "loss.png")
     ckpt = out / "train" / "checkpoints" / "last" / "pretrained_model"
-    print(f"[3/4] reloading {ckpt} and predicting chunks on 10 held-out episodes", flush=True)
-    err, base = evaluate(ckpt, 10, 32)
+    print(f"[3/4] reloading {ckpt} and predicting chunks on training and on 10 held-out episodes", flush=True)
+    heldout = make_dataset(out / "heldout", episodes=10, length=20, image_size=32, seed=1, repo_id="local/vla-heldout")
+    fit, fit_base = evaluate(ckpt, data, "local/vla-synthetic")
+    err, base = evaluate(ckpt, heldout, "local/vla-heldout")
     print("[4/4] done", flush=True)
     print(f"\n  loss: {losses[0][1]:.3f} (step {losses[0][0]}) -> {losses[-1][1]:.3f} (step {losses[-1][0]})")
-    print(f"  held-out chunk error (mean |action - truth|): {err:.4f}   hold-still baseline: {base:.4f}")
+    print("  chunk error, mean |predicted - true action| (a policy that holds still scores the baseline):")
+    print(f"    training episodes: {fit:.4f}   baseline {fit_base:.4f}")
+    print(f"    held-out episodes: {err:.4f}   baseline {base:.4f}")
     print(f"  checkpoint: {ckpt}\n  loss plot:  {out / 'loss.png'}\n  total time: {time.time() - t0:.0f} s")
