@@ -6,6 +6,14 @@ import argparse
 from pathlib import Path
 
 
+def parse_size(text: str) -> tuple[int, int]:
+    try:
+        h, w = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise SystemExit(f"--image-size must look like 96x96 (height x width), got '{text}'") from None
+    return h, w
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="vla", description="VLA control stack")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -19,7 +27,52 @@ def main(argv: list[str] | None = None) -> None:
     demo.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     demo.add_argument("--lr", type=float, default=1e-3)
 
+    rec = sub.add_parser("record", help="record scripted-expert demonstrations in sim to a LeRobot v3 dataset")
+    rec.add_argument(
+        "--env", required=True, help="so101/<task> (reach, pick, pick-color, place, stack), metaworld/<task>"
+    )
+    rec.add_argument("--episodes", type=int, default=100, help="successful episodes to save")
+    rec.add_argument("--out", type=Path, required=True, help="dataset directory")
+    rec.add_argument("--resume", action="store_true", help="append to an existing dataset with fresh seeds")
+    rec.add_argument("--image-size", default="96x96", help="HxW of each camera")
+    rec.add_argument("--images", action="store_true", help="store frames as images instead of video")
+    rec.add_argument("--keep-failed", action="store_true", help="also save episodes where the expert failed")
+    rec.add_argument("--seed", type=int, default=0, help="seed of the first episode")
+    rec.add_argument("--repo-id", default=None)
+
+    ro = sub.add_parser("rollout", help="evaluate a checkpoint (or --policy expert) in sim")
+    ro.add_argument("--policy", required=True, help="checkpoint directory (pretrained_model) or 'expert'")
+    ro.add_argument("--env", required=True)
+    ro.add_argument("--episodes", type=int, default=50)
+    ro.add_argument("--n-envs", type=int, default=4)
+    ro.add_argument("--out", type=Path, default=Path("outputs/rollout"))
+    ro.add_argument("--videos", type=int, default=4, help="episodes to save as mp4")
+    ro.add_argument("--seed", type=int, default=None, help="first seed (default: the evaluation range)")
+    ro.add_argument("--device", default="cpu")
+
     args = parser.parse_args(argv)
+    if args.command == "record":
+        from vla.envs.collect import record
+
+        summary = record(
+            args.env, args.episodes, args.out, resume=args.resume, image_size=parse_size(args.image_size),
+            use_videos=not args.images, keep_failed=args.keep_failed, seed=args.seed, repo_id=args.repo_id,
+        )  # fmt: skip
+        print(
+            f"saved {summary.saved} episodes ({summary.frames} frames) to {summary.root} in {summary.seconds:.0f} s; "
+            f"expert succeeded in {summary.successes}/{summary.attempted} attempts"
+        )
+    if args.command == "rollout":
+        from vla.envs.rollout import EVAL_SEED, format_result, rollout
+
+        result = rollout(
+            args.policy, args.env, args.episodes, args.n_envs, args.out,
+            seed=EVAL_SEED if args.seed is None else args.seed, videos=args.videos, device=args.device,
+        )  # fmt: skip
+        print(format_result(result))
+        print(f"  results: {args.out / 'results.json'}")
+        for path in result.videos:
+            print(f"  video:   {path}")
     if args.command == "demo":
         from vla.demo import run
 

@@ -1,0 +1,214 @@
+"""SO-101 sim: every registered env, the experts, recording to LeRobot v3, rollouts, and `lerobot-eval`."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+import pytest
+
+import vla.envs  # noqa: F401  (registers the gym ids)
+from vla.envs.registry import ENV_IDS
+from vla.envs.so101 import FEATURE_NAMES, SO101Config, SO101Env
+from vla.envs.tasks import TASKS
+
+
+@pytest.mark.parametrize("env_id", ENV_IDS)
+def test_env_create_reset_step_shapes_and_determinism(env_id: str) -> None:
+    def run(seed: int) -> list[dict]:
+        env = gym.make(env_id, image_size=(32, 40))
+        obs, info = env.reset(seed=seed)
+        rng = np.random.default_rng(0)
+        trace = [obs]
+        for _ in range(5):
+            action = obs["agent_pos"] + rng.normal(0, 3, size=6).astype(np.float32)
+            obs, reward, _, _, info = env.step(action)
+            assert np.isfinite(reward) and isinstance(info["is_success"], bool)
+            trace.append(obs)
+        assert isinstance(env.unwrapped.task_description, str) and env.unwrapped.task_description
+        env.close()
+        return trace
+
+    first, again, other = run(3), run(3), run(4)
+    for obs in first:
+        assert obs["agent_pos"].shape == (6,) and obs["agent_pos"].dtype == np.float32
+        assert np.all(np.isfinite(obs["agent_pos"]))
+        for cam in ("front", "wrist"):
+            assert obs["pixels"][cam].shape == (32, 40, 3) and obs["pixels"][cam].dtype == np.uint8
+    for a, b in zip(first, again, strict=True):
+        np.testing.assert_array_equal(a["agent_pos"], b["agent_pos"])
+        np.testing.assert_array_equal(a["pixels"]["front"], b["pixels"]["front"])
+    assert not np.array_equal(first[0]["pixels"]["front"], other[0]["pixels"]["front"])  # seeds move objects
+
+
+def test_gym_make_returns_the_env_itself() -> None:
+    env = gym.make("so101/pick-color")  # LeRobot's eval loop reads attributes on the env it gets
+    assert isinstance(env, SO101Env) and env._max_episode_steps == TASKS["pick-color"].max_steps
+    env.close()
+
+
+def test_units_round_trip_and_action_space() -> None:
+    env = SO101Env(TASKS["reach"](), SO101Config(cameras=()))
+    q = np.array([0.1, -0.5, 0.7, 1.2, -0.3, 0.4])
+    np.testing.assert_allclose(env.to_radians(env.to_user(q)), q)
+    user = env.to_user(env.ranges.T)
+    assert user[0, 5] == pytest.approx(0.0) and user[1, 5] == pytest.approx(100.0)  # gripper 0-100 over its range
+    assert env.action_space.shape == (6,)
+    with pytest.raises(ValueError, match="6 finite numbers"):
+        env.step(np.full(6, np.nan))
+    with pytest.raises(ValueError, match="unknown camera"):
+        SO101Env(TASKS["reach"](), SO101Config(cameras=("top",)))
+
+
+def test_position_servo_tracks_a_held_command() -> None:
+    env = SO101Env(TASKS["reach"](), SO101Config(cameras=()))
+    obs, _ = env.reset(seed=0)
+    target = obs["agent_pos"] + np.array([10, 8, -8, 5, 20, 20], dtype=np.float32)
+    for _ in range(45):  # 1.5 s at 30 Hz
+        obs, *_ = env.step(target)
+    np.testing.assert_allclose(obs["agent_pos"], target, atol=3.0)  # degrees (gripper: 0-100 units)
+
+
+@pytest.mark.parametrize("task", list(TASKS))
+def test_scripted_expert_succeeds(task: str) -> None:
+    from vla.envs.experts import ScriptedExpert
+
+    env = SO101Env(TASKS[task](), SO101Config(cameras=()))
+    expert = ScriptedExpert(env)
+    wins = 0
+    for seed in range(5):
+        env.reset(seed=seed)
+        expert.reset()
+        for _ in range(env._max_episode_steps):
+            _, _, terminated, truncated, info = env.step(expert.act())
+            if terminated or truncated:
+                break
+        wins += info["is_success"]
+    assert wins >= 4, f"{task}: expert succeeded in {wins}/5 (measured >= 95% over 100 seeds)"
+
+
+def test_no_success_without_acting() -> None:
+    for task in ("pick", "place", "reach"):
+        env = SO101Env(TASKS[task](), SO101Config(cameras=()))
+        obs, _ = env.reset(seed=1)
+        for _ in range(30):
+            obs, _, terminated, _, info = env.step(obs["agent_pos"])
+        assert not info["is_success"] and not terminated, task
+
+
+def test_recorded_dataset_matches_env(tmp_path: Path) -> None:
+    from lerobot.datasets.lerobot_dataset import LeRobotDataset
+
+    from vla.envs.collect import record
+    from vla.envs.experts import ScriptedExpert
+    from vla.envs.registry import make_so101
+
+    out = tmp_path / "reach"
+    summary = record("so101/reach", 2, out, image_size=(32, 32), use_videos=False, progress=False)
+    assert summary.saved == 2 and summary.successes == summary.attempted
+    ds = LeRobotDataset("local/so101_reach", root=out)
+    assert ds.meta.total_episodes == 2 and ds.meta.fps == 30
+    assert ds.meta.features["observation.state"]["names"] == list(FEATURE_NAMES)
+
+    env = make_so101("reach", image_size=(32, 32))  # replay episode 0 (seed 0) and compare frame by frame
+    expert = ScriptedExpert(env)
+    obs, _ = env.reset(seed=0)
+    expert.reset()
+    for index in range(ds.meta.episodes[0]["length"]):
+        item = ds[index]
+        action = expert.act()
+        assert item["task"] == env.task_description
+        np.testing.assert_array_equal(item["observation.state"].numpy(), obs["agent_pos"])
+        np.testing.assert_array_equal(item["action"].numpy(), action)
+        for cam in ("front", "wrist"):
+            pixels = (item[f"observation.images.{cam}"].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+            np.testing.assert_array_equal(pixels, obs["pixels"][cam])
+        obs, *_ = env.step(action)
+
+
+def test_record_resume_and_interrupt(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from lerobot.datasets.lerobot_dataset import LeRobotDataset
+
+    from vla.envs import experts
+    from vla.envs.collect import record
+
+    out = tmp_path / "pick"
+    record("so101/pick", 2, out, image_size=(32, 32), progress=False)
+    calls = {"n": 0}
+    act = experts.ScriptedExpert.act
+
+    def act_then_interrupt(self):  # Ctrl-C in the middle of the second appended episode
+        calls["n"] += 1
+        if calls["n"] == 80:
+            raise KeyboardInterrupt
+        return act(self)
+
+    monkeypatch.setattr(experts.ScriptedExpert, "act", act_then_interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        record("so101/pick", 5, out, resume=True, image_size=(32, 32), progress=False)
+    ds = LeRobotDataset("local/so101_pick", root=out)
+    assert ds.meta.total_episodes == 3  # two from the first run, one appended before the interrupt
+    assert len(ds) == ds.meta.total_frames and ds[len(ds) - 1]["episode_index"].item() == 2
+    assert json.loads((out / "meta/vla_record.json").read_text())["next_seed"] == 3
+    with pytest.raises(FileExistsError, match="--resume"):
+        record("so101/pick", 1, out, progress=False)
+
+
+def test_expert_rollout_reports_success_and_writes_videos(tmp_path: Path) -> None:
+    from vla.envs.rollout import EVAL_SEED, rollout, wilson
+
+    result = rollout("expert", "so101/reach", episodes=3, n_envs=2, out=tmp_path, videos=1, progress=False)
+    assert result.successes == 3 and result.seeds == (EVAL_SEED, EVAL_SEED + 2)
+    assert result.ci95 == pytest.approx(wilson(3, 3)) and result.ci95[0] < 1.0
+    assert len(result.videos) == 1 and Path(result.videos[0]).stat().st_size > 1000
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert saved["episodes"] == 3 and len(saved["episodes_detail"]) == 3
+
+
+def test_wilson_interval() -> None:
+    from vla.envs.rollout import wilson
+
+    low, high = wilson(45, 50)
+    assert 0.78 < low < 0.8 and 0.95 < high < 0.97  # textbook values for 45/50
+    assert wilson(0, 10)[0] == 0.0
+
+
+@pytest.mark.slow
+def test_lerobot_eval_and_vla_rollout_with_a_tiny_checkpoint(tmp_path: Path) -> None:
+    from vla.envs.collect import record
+
+    data = tmp_path / "data"
+    record("so101/reach", 2, data, image_size=(32, 32), progress=False)
+    bin_dir = Path(sys.executable).parent
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    train = [
+        str(bin_dir / "lerobot-train"), "--policy.type=vla", "--policy.preset=tiny", "--policy.chunk_size=10",
+        "--policy.n_action_steps=10", "--policy.num_steps=2", "--policy.push_to_hub=false", "--policy.device=cpu",
+        "--dataset.repo_id=local/so101_reach", f"--dataset.root={data}", f"--output_dir={tmp_path / 'train'}",
+        "--steps=2", "--save_freq=2", "--batch_size=4", "--num_workers=0", "--wandb.enable=false", "--eval_freq=0",
+    ]  # fmt: skip
+    proc = subprocess.run(train, env=env, capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    ckpt = tmp_path / "train" / "checkpoints" / "last" / "pretrained_model"
+
+    evaluate = [
+        str(bin_dir / "lerobot-eval"), f"--policy.path={ckpt}", "--env.discover_packages_path=vla.envs",
+        "--env.type=vla_so101", "--env.task=reach", "--env.image_height=32", "--env.image_width=32",
+        "--env.episode_length=20", "--eval.n_episodes=2", "--eval.batch_size=2", "--policy.device=cpu",
+        f"--output_dir={tmp_path / 'eval'}",
+    ]  # fmt: skip
+    proc = subprocess.run(evaluate, env=env, capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-4000:]
+    info = json.loads((tmp_path / "eval" / "eval_info.json").read_text())
+    assert info["overall"]["n_episodes"] == 2
+
+    cli = [str(bin_dir / "vla"), "rollout", "--policy", str(ckpt), "--env", "so101/reach", "--episodes", "2",
+           "--n-envs", "2", "--videos", "1", "--out", str(tmp_path / "rollout")]  # fmt: skip
+    proc = subprocess.run(cli, env=env, capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert "success" in proc.stdout and (tmp_path / "rollout" / "results.json").is_file()

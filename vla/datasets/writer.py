@@ -1,0 +1,125 @@
+"""Crash-safe episode writing to a LeRobot v3 dataset.
+
+LeRobot 0.4.4 keeps its parquet writers open until `finalize()`; a dataset whose process dies before that has
+files without footers and does not load. `EpisodeWriter` therefore finalizes after every saved episode and reopens
+the dataset for the next one (the same path `lerobot-record --resume` takes), so a crash, Ctrl-C or SIGTERM loses
+at most the episode in progress. Opening an existing dataset appends to it after checking its features match.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+
+class EpisodeWriter:
+    """Append episodes frame by frame: `add(frame)` ..., then `save()` or `discard()`; use as a context manager."""
+
+    def __init__(
+        self,
+        root: str | Path,
+        repo_id: str,
+        fps: int,
+        features: dict[str, dict],
+        robot_type: str | None = None,
+        resume: bool = False,
+        use_videos: bool = True,
+    ):
+        import av
+        import datasets
+        from lerobot.datasets.lerobot_dataset import LeRobotDataset
+
+        from vla.datasets.video import install_decoder_fallback
+
+        av.logging.set_libav_level(av.logging.ERROR)  # libx264 prints a page of statistics per video otherwise
+        datasets.disable_progress_bars()  # one "Map" bar per saved episode otherwise
+        install_decoder_fallback()  # reopening the dataset after each episode reads its videos' metadata
+        self.root, self.repo_id = Path(root), repo_id
+        if not use_videos:  # image storage: frames go to PNG files inside the parquet data
+            features = {k: {**ft, "dtype": "image"} if ft["dtype"] == "video" else ft for k, ft in features.items()}
+        self.pending = 0
+        if resume and (self.root / "meta" / "info.json").is_file():
+            self.dataset = self._open()
+            self._check_compatible(features, fps)
+        else:
+            if self.root.exists():
+                if resume:  # an empty or half-created directory: nothing to resume from
+                    shutil.rmtree(self.root)
+                else:
+                    raise FileExistsError(f"{self.root} already exists; pass --resume to append to it")
+            self.dataset = LeRobotDataset.create(
+                repo_id=repo_id, fps=fps, root=self.root, features=features, robot_type=robot_type,
+                use_videos=use_videos, vcodec="h264",
+            )  # fmt: skip
+
+    def _open(self):
+        from lerobot.datasets.lerobot_dataset import LeRobotDataset
+
+        return LeRobotDataset(self.repo_id, root=self.root, vcodec="h264")
+
+    def _check_compatible(self, features: dict[str, dict], fps: int) -> None:
+        have = self.dataset.meta
+        problems = []
+        if have.fps != fps:
+            problems.append(f"fps {have.fps} on disk, {fps} requested")
+        for key, ft in features.items():
+            if key not in have.features:
+                problems.append(f"feature '{key}' missing on disk")
+            elif tuple(have.features[key]["shape"]) != tuple(ft["shape"]):
+                problems.append(f"'{key}' has shape {tuple(have.features[key]['shape'])} on disk, {ft['shape']} now")
+        if problems:
+            raise ValueError(f"cannot append to {self.root}: " + "; ".join(problems))
+
+    @property
+    def num_episodes(self) -> int:
+        return int(self.dataset.meta.total_episodes)
+
+    def add(self, frame: dict[str, Any]) -> None:
+        self.dataset.add_frame(frame)
+        self.pending += 1
+
+    def discard(self) -> None:
+        if self.pending:
+            self.dataset.clear_episode_buffer()
+        self.pending = 0
+
+    def save(self) -> None:
+        """Write the buffered episode and make the dataset loadable as it stands."""
+        if not self.pending:
+            raise ValueError("no frames to save in this episode")
+        self.dataset.save_episode()
+        self.pending = 0
+        self.dataset.finalize()
+        self.dataset = self._open()
+
+    def close(self) -> None:
+        self.discard()
+        self.dataset.finalize()
+
+    def __enter__(self) -> EpisodeWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """Turn SIGTERM into KeyboardInterrupt for the duration, so cleanup runs the same way as on Ctrl-C."""
+
+    def handler(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    try:
+        previous = signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread: leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)

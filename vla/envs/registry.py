@@ -1,0 +1,47 @@
+"""Gymnasium ids for every task: `so101/<task>` (and `metaworld/<task>` from `vla.envs.metaworld`).
+
+Registered with no wrappers (no order enforcing, no env checker, no TimeLimit: the env truncates itself), so
+`gym.make` returns the env itself and LeRobot's eval loop can read `task_description` and `_max_episode_steps`.
+"""
+
+from __future__ import annotations
+
+import gymnasium as gym
+
+from vla.envs.so101 import SO101Config, SO101Env
+from vla.envs.tasks import TASKS
+
+
+def make_so101(
+    task: str,
+    image_size: tuple[int, int] = (96, 96),
+    cameras: tuple[str, ...] = ("front", "wrist"),
+    max_steps: int | None = None,
+    render_size: tuple[int, int] = (240, 320),
+    render_mode: str | None = "rgb_array",
+) -> SO101Env:
+    if task not in TASKS:
+        raise ValueError(f"unknown SO-101 task '{task}'; available: {', '.join(TASKS)}")
+    config = SO101Config(
+        image_size=tuple(image_size),  # type: ignore[arg-type]
+        cameras=tuple(cameras),
+        max_steps=max_steps,
+        render_size=tuple(render_size),  # type: ignore[arg-type]
+    )
+    return SO101Env(TASKS[task](), config, render_mode=render_mode)
+
+
+def register_all() -> None:
+    for name in TASKS:
+        env_id = f"so101/{name}"
+        if env_id not in gym.registry:
+            gym.register(
+                id=env_id,
+                entry_point="vla.envs.registry:make_so101",
+                kwargs={"task": name},
+                order_enforce=False,
+                disable_env_checker=True,
+            )
+
+
+ENV_IDS = tuple(f"so101/{name}" for name in TASKS)

@@ -1,0 +1,190 @@
+"""`vla rollout`: evaluate a checkpoint (or the scripted expert) in an env and report success rates.
+
+Episodes run in waves of `n_envs` envs stepped in lockstep, so the policy sees one batch per tick (its action
+queue is shared by the batch, so a wave starts and ends together; an env that finishes early idles). Seeds start
+at `EVAL_SEED`, far from the recording seeds (0 up), so rollouts never replay a training initial state. Reports
+success with a 95% Wilson interval overall and per instruction, writes `results.json` and mp4 videos of the first
+episodes (front camera).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections import defaultdict
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from vla.envs.suite import make_env, make_expert
+
+EVAL_SEED = 1_000_000
+
+
+def wilson(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """95% Wilson score interval for a success rate."""
+    if n == 0:
+        return 0.0, 1.0
+    p = successes / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def write_mp4(path: Path, frames: list[np.ndarray], fps: float) -> None:
+    import av
+
+    av.logging.set_libav_level(av.logging.ERROR)
+    h, w = frames[0].shape[:2]
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("libx264", rate=round(fps))
+        stream.width, stream.height, stream.pix_fmt = w - w % 2, h - h % 2, "yuv420p"
+        for frame in frames:
+            image = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame[: h - h % 2, : w - w % 2]), format="rgb24")
+            out.mux(stream.encode(image))
+        out.mux(stream.encode())
+
+
+class CheckpointActor:
+    """A trained VLA checkpoint with its saved processors, acting on a batch of env observations."""
+
+    def __init__(self, path: str | Path, device: str = "cpu"):
+        import torch
+        from lerobot.policies.factory import make_pre_post_processors
+
+        import lerobot_policy_vla  # noqa: F401  (registers the policy type)
+        from vla.policies.modeling_vla import VLAPolicy
+
+        self.torch = torch
+        self.policy = VLAPolicy.from_pretrained(str(path))
+        self.policy.config.device = device
+        self.policy.to(device).eval()
+        overrides = {"device_processor": {"device": device}}
+        self.pre, self.post = make_pre_post_processors(
+            self.policy.config, pretrained_path=str(path), preprocessor_overrides=overrides
+        )
+
+    def reset(self) -> None:
+        self.policy.reset()
+
+    def act(self, observations: list[dict[str, Any]], tasks: list[str]) -> np.ndarray:
+        torch = self.torch
+        batch: dict[str, Any] = {"task": tasks}
+        for cam in observations[0]["pixels"]:
+            images = np.stack([o["pixels"][cam] for o in observations])
+            batch[f"observation.images.{cam}"] = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255.0
+        batch["observation.state"] = torch.from_numpy(np.stack([o["agent_pos"] for o in observations])).float()
+        with torch.inference_mode():
+            action = self.post(self.policy.select_action(self.pre(batch)))
+        return action.cpu().numpy()
+
+
+@dataclass
+class RolloutResult:
+    env: str
+    policy: str
+    episodes: int
+    successes: int
+    success_rate: float
+    ci95: tuple[float, float]
+    per_instruction: dict[str, dict[str, float]]
+    seeds: tuple[int, int]
+    mean_steps: float
+    seconds: float
+    videos: list[str]
+
+
+def rollout(
+    policy: str,
+    env_name: str,
+    episodes: int = 50,
+    n_envs: int = 4,
+    out: str | Path = "outputs/rollout",
+    seed: int = EVAL_SEED,
+    videos: int = 4,
+    device: str = "cpu",
+    progress: bool = True,
+) -> RolloutResult:
+    from tqdm import tqdm
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    n_envs = max(1, min(n_envs, episodes))
+    envs = [make_env(env_name) for _ in range(n_envs)]
+    experts = [make_expert(e) for e in envs] if policy == "expert" else None
+    actor = None if policy == "expert" else CheckpointActor(policy, device)
+    records: list[dict[str, Any]] = []
+    video_paths: list[str] = []
+    start = time.perf_counter()
+    bar = tqdm(total=episodes, desc=f"rollout {env_name}", unit="ep", disable=not progress)
+    try:
+        while len(records) < episodes:
+            wave = min(n_envs, episodes - len(records))
+            first = len(records)
+            obs = [envs[i].reset(seed=seed + first + i)[0] for i in range(wave)]
+            tasks = [envs[i].task_description for i in range(wave)]
+            if experts is not None:
+                for ex in experts[:wave]:
+                    ex.reset()
+            if actor is not None:
+                actor.reset()
+            done, success, steps = [False] * wave, [False] * wave, [0] * wave
+            frames: dict[int, list[np.ndarray]] = {i: [] for i in range(wave) if first + i < videos}
+            for i in frames:
+                frames[i].append(envs[i].render())
+            while not all(done):
+                actions: Any
+                if actor is not None:
+                    actions = actor.act(obs, tasks)
+                else:
+                    assert experts is not None
+                    actions = [None if done[i] else experts[i].act() for i in range(wave)]
+                for i in range(wave):
+                    if done[i]:
+                        continue
+                    obs[i], _, terminated, truncated, info = envs[i].step(actions[i])
+                    steps[i] += 1
+                    success[i] = success[i] or bool(info["is_success"])
+                    done[i] = terminated or truncated
+                    if i in frames:
+                        frames[i].append(envs[i].render())
+            for i in range(wave):
+                records.append({"seed": seed + first + i, "instruction": tasks[i], "success": success[i],
+                                "steps": steps[i]})  # fmt: skip
+            for i, clip in frames.items():
+                path = out / f"episode_{first + i:03d}_{'success' if success[i] else 'failure'}.mp4"
+                write_mp4(path, clip, envs[i].metadata["render_fps"])
+                video_paths.append(str(path))
+            bar.update(wave)
+            bar.set_postfix(success=f"{sum(r['success'] for r in records)}/{len(records)}")
+    finally:
+        bar.close()
+        for e in envs:
+            e.close()
+    per_instruction: dict[str, list[bool]] = defaultdict(list)
+    for r in records:
+        per_instruction[r["instruction"]].append(r["success"])
+    wins = sum(r["success"] for r in records)
+    result = RolloutResult(
+        env=env_name, policy=str(policy), episodes=len(records), successes=wins, success_rate=wins / len(records),
+        ci95=wilson(wins, len(records)),
+        per_instruction={k: {"episodes": len(v), "success_rate": sum(v) / len(v)} for k, v in per_instruction.items()},
+        seeds=(seed, seed + len(records) - 1), mean_steps=float(np.mean([r["steps"] for r in records])),
+        seconds=time.perf_counter() - start, videos=video_paths,
+    )  # fmt: skip
+    (out / "results.json").write_text(json.dumps({**asdict(result), "episodes_detail": records}, indent=2))
+    return result
+
+
+def format_result(r: RolloutResult) -> str:
+    lines = [
+        f"{r.env}  policy={r.policy}",
+        f"  success {r.successes}/{r.episodes} = {r.success_rate:.0%}  (95% CI {r.ci95[0]:.0%}-{r.ci95[1]:.0%}), "
+        f"seeds {r.seeds[0]}-{r.seeds[1]}, {r.mean_steps:.0f} steps/episode, {r.seconds:.0f} s",
+    ]
+    for text, stats in sorted(r.per_instruction.items()):
+        lines.append(f'    {stats["success_rate"]:>4.0%} of {int(stats["episodes"]):3d}  "{text}"')
+    return "\n".join(lines)
