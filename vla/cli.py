@@ -18,14 +18,17 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="vla", description="VLA control stack")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    demo = sub.add_parser("demo", help="generate data, train with lerobot-train, reload, predict (offline, CPU)")
+    demo = sub.add_parser("demo", help="record in sim, train with lerobot-train, roll out (offline, CPU)")
     demo.add_argument("--out", type=Path, default=Path("outputs/demo"))
-    demo.add_argument("--steps", type=int, default=800)
+    demo.add_argument("--env", default="so101/reach", help="sim task to record, train on and roll out")
+    demo.add_argument("--steps", type=int, default=None, help="training steps (default 1500 sim, 800 synthetic)")
     demo.add_argument("--episodes", type=int, default=60)
+    demo.add_argument("--rollouts", type=int, default=20)
     demo.add_argument("--batch-size", type=int, default=32)
     demo.add_argument("--preset", default="tiny", choices=["tiny", "small"])
     demo.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     demo.add_argument("--lr", type=float, default=1e-3)
+    demo.add_argument("--synthetic", action="store_true", help="the 2-D synthetic task instead of the sim")
 
     rec = sub.add_parser("record", help="record scripted-expert demonstrations in sim to a LeRobot v3 dataset")
     rec.add_argument(
@@ -74,9 +77,13 @@ def main(argv: list[str] | None = None) -> None:
         for path in result.videos:
             print(f"  video:   {path}")
     if args.command == "demo":
-        from vla.demo import run
+        from vla.demo import run, run_sim
 
-        run(args.out, args.steps, args.episodes, args.batch_size, args.preset, args.dtype, args.lr)
+        if args.synthetic:
+            run(args.out, args.steps or 800, args.episodes, args.batch_size, args.preset, args.dtype, args.lr)
+        else:
+            run_sim(args.out, args.env, args.steps or 1500, args.episodes, args.batch_size, args.preset, args.dtype,
+                    args.lr, args.rollouts)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,8 @@
-"""`make demo`: generate a dataset, train the VLA with `lerobot-train`, reload the checkpoint, predict, report.
+"""`make demo`: record demonstrations in the SO-101 sim, train the VLA with `lerobot-train`, roll it out, report.
+
+`run_sim` is the default: scripted-expert episodes written as a LeRobot v3 dataset, a bounded CPU training run,
+then rollouts on seeds the recording never used, with success rate, videos and a loss plot.
+`run` (`vla demo --synthetic`) is the earlier, faster check without simulation:
 
 Everything is offline and CPU-sized: the synthetic "move to the red/blue square" dataset (vla.datasets.synthetic),
 the `tiny` preset, a bounded number of steps. The report compares the policy's predicted chunks with the true
@@ -22,13 +26,13 @@ import numpy as np
 LOG_FREQ = 20
 
 
-def train(data: Path, out: Path, steps: int, batch_size: int, preset: str, dtype: str, lr: float
-          ) -> list[tuple[int, float]]:
+def train(data: Path, out: Path, steps: int, batch_size: int, preset: str, dtype: str, lr: float,
+          repo_id: str = "local/vla-synthetic", chunk: int = 10) -> list[tuple[int, float]]:
     cmd = [str(Path(sys.executable).with_name("lerobot-train")), "--policy.type=vla", f"--policy.preset={preset}",
-           "--policy.chunk_size=10", "--policy.n_action_steps=10", f"--policy.optimizer_lr={lr}",
+           f"--policy.chunk_size={chunk}", f"--policy.n_action_steps={chunk}", f"--policy.optimizer_lr={lr}",
            f"--policy.dtype={dtype}",
            "--policy.scheduler_warmup_steps=50", f"--policy.scheduler_decay_steps={steps}",
-           "--policy.push_to_hub=false", "--policy.device=cpu", "--dataset.repo_id=local/vla-synthetic",
+           "--policy.push_to_hub=false", "--policy.device=cpu", f"--dataset.repo_id={repo_id}",
            f"--dataset.root={data}", f"--output_dir={out}", f"--steps={steps}", f"--batch_size={batch_size}",
            f"--save_freq={steps}", f"--log_freq={LOG_FREQ}", "--num_workers=1", "--wandb.enable=false", "--eval_freq=0"]
     print("$", " ".join(cmd), flush=True)
@@ -90,6 +94,36 @@ def evaluate(ckpt: Path, data: Path, repo_id: str) -> tuple[float, float]:
         errors.append((chunk - item["action"]).abs()[real].mean().item())
         baseline.append((item["observation.state"] - item["action"]).abs()[real].mean().item())
     return float(np.mean(errors)), float(np.mean(baseline))
+
+
+def run_sim(out: Path, env: str, steps: int, episodes: int, batch_size: int, preset: str, dtype: str, lr: float,
+            rollouts: int) -> None:
+    """Record expert demonstrations in the SO-101 sim, train with lerobot-train, roll the checkpoint out."""
+    from vla.envs.collect import record
+    from vla.envs.rollout import format_result, rollout
+
+    t0 = time.time()
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)
+    repo_id = f"local/{env.replace('/', '_')}"
+    print(f"[1/4] recording {episodes} scripted-expert episodes of {env} (LeRobot v3, video, two 96x96 cameras)")
+    summary = record(env, episodes, out / "data", repo_id=repo_id)
+    print(f"      {summary.frames} frames in {summary.seconds:.0f} s; expert {summary.successes}/{summary.attempted}")
+    print(f"[2/4] training the '{preset}' VLA ({dtype}) for {steps} steps with lerobot-train", flush=True)
+    losses = train(out / "data", out / "train", steps, batch_size, preset, dtype, lr, repo_id=repo_id, chunk=10)
+    plot(losses, out / "loss.png")
+    ckpt = out / "train" / "checkpoints" / "last" / "pretrained_model"
+    print(f"[3/4] rolling out {ckpt} for {rollouts} episodes on unseen seeds", flush=True)
+    result = rollout(str(ckpt), env, episodes=rollouts, n_envs=4, out=out / "rollout", videos=4)
+    expert = rollout("expert", env, episodes=rollouts, n_envs=4, out=out / "rollout_expert", videos=0, progress=False)
+    print("[4/4] done\n")
+    print(f"  loss: {losses[0][1]:.3f} (step {losses[0][0]}) -> {losses[-1][1]:.3f} (step {losses[-1][0]})")
+    print(format_result(result))
+    print(f"  the scripted expert on the same seeds: {expert.successes}/{expert.episodes}")
+    print(f"  checkpoint: {ckpt}\n  loss plot:  {out / 'loss.png'}")
+    for path in result.videos:
+        print(f"  video:      {path}")
+    print(f"  total time: {time.time() - t0:.0f} s")
 
 
 def run(out: Path, steps: int, episodes: int, batch_size: int, preset: str, dtype: str, lr: float) -> None:

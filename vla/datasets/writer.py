@@ -30,13 +30,11 @@ class EpisodeWriter:
         use_videos: bool = True,
     ):
         import av
-        import datasets
         from lerobot.datasets.lerobot_dataset import LeRobotDataset
 
         from vla.datasets.video import install_decoder_fallback
 
         av.logging.set_libav_level(av.logging.ERROR)  # libx264 prints a page of statistics per video otherwise
-        datasets.disable_progress_bars()  # one "Map" bar per saved episode otherwise
         install_decoder_fallback()  # reopening the dataset after each episode reads its videos' metadata
         self.root, self.repo_id = Path(root), repo_id
         if not use_videos:  # image storage: frames go to PNG files inside the parquet data
@@ -89,8 +87,11 @@ class EpisodeWriter:
 
     def save(self) -> None:
         """Write the buffered episode and make the dataset loadable as it stands."""
+        import datasets
+
         if not self.pending:
             raise ValueError("no frames to save in this episode")
+        datasets.disable_progress_bars()  # one "Map" bar per episode otherwise (LeRobot re-enables them on load)
         self.dataset.save_episode()
         self.pending = 0
         self.dataset.finalize()

@@ -1,0 +1,123 @@
+"""Meta-World v3 (`metaworld==3.0.0`) as a peer benchmark: one corner camera, its shipped scripted experts, and
+LeRobot's one-line task descriptions as instructions.
+
+Seeding: Meta-World 3.0.0 ignores `reset(seed=)`. We seed its generator with `env.seed(seed)` and unfreeze its
+random reset vector before every reset, so each seed gives its own (reproducible) object and goal positions. We
+never call `set_task` (it unpickles task data); the flags it would set are set directly, goal observable as in
+MT1. The corner camera sits where LeRobot puts it and its image is turned right side up (it renders flipped).
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from importlib import resources
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+
+TASKS = ("reach", "push", "pick-place", "button-press-topdown", "drawer-open", "door-open")
+CAMERA = "corner2"
+CAMERA_POS = (0.75, 0.075, 0.7)
+
+
+def lerobot_task_table() -> dict[str, dict[str, str]]:
+    """LeRobot 0.4.4's Meta-World descriptions and expert class names (a JSON file shipped in its package)."""
+    data = json.loads(resources.files("lerobot.envs").joinpath("metaworld_config.json").read_text())
+    return {"descriptions": data["TASK_DESCRIPTIONS"], "policies": data["TASK_POLICY_MAPPING"]}
+
+
+class MetaWorldEnv(gym.Env):
+    """A Meta-World v3 task with our observation conventions (`pixels`, `agent_pos`, `task_description`)."""
+
+    metadata = {"render_modes": ["rgb_array"], "render_fps": 80}  # noqa: RUF012  (gymnasium's convention)
+    robot_type = "sawyer"
+    feature_names: tuple[str, ...] = ("x", "y", "z", "gripper")
+    action_names: tuple[str, ...] = ("dx", "dy", "dz", "grip")
+
+    def __init__(self, task: str, image_size: tuple[int, int] = (96, 96), max_steps: int = 400, cameras: bool = True):
+        import metaworld
+
+        name = f"{task}-v3"
+        if name not in metaworld.env_dict.ALL_V3_ENVIRONMENTS:
+            raise ValueError(f"unknown Meta-World task '{task}'; try one of {', '.join(TASKS)}")
+        self.name = name
+        self.cameras = cameras
+        h, w = image_size
+        cls = metaworld.env_dict.ALL_V3_ENVIRONMENTS[name]
+        self.env = cls(render_mode="rgb_array", camera_name=CAMERA, width=w, height=h)
+        self.env._partially_observable = False
+        self.env.__dict__.pop("sawyer_observation_space", None)  # cached with the goal hidden (zero bounds)
+        self.env._set_task_called = True
+        self.env.max_path_length = max_steps + 1  # we truncate ourselves
+        self.env.model.cam_pos[self.env.model.camera(CAMERA).id] = CAMERA_POS
+        self.env.model.vis.quality.shadowsize = 0
+        self.env.model.vis.quality.offsamples = 0
+        self.env.model.light_castshadow[:] = 0
+        table = lerobot_task_table()
+        self.instruction = table["descriptions"][name]
+        self.policy_name = table["policies"][name]
+        self._max_episode_steps = max_steps
+        self.observation_space = gym.spaces.Dict(
+            {
+                "pixels": gym.spaces.Dict({"corner": gym.spaces.Box(0, 255, (h, w, 3), np.uint8)}),
+                "agent_pos": gym.spaces.Box(-np.inf, np.inf, (4,), np.float32),
+            }
+        )
+        self.action_space = gym.spaces.Box(-1.0, 1.0, (4,), np.float32)
+        self.raw_obs: np.ndarray = np.zeros(39)
+        self.steps = 0
+
+    @property
+    def task_description(self) -> str:
+        return self.instruction
+
+    def _observation(self) -> dict[str, Any]:
+        pixels = {"corner": self.render()} if self.cameras else {}
+        return {"pixels": pixels, "agent_pos": self.raw_obs[:4].astype(np.float32)}
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        super().reset(seed=seed)
+        if seed is not None:
+            self.env.seed(seed)
+        self.env._freeze_rand_vec = False
+        self.env.seeded_rand_vec = True
+        self.raw_obs, _ = self.env.reset()
+        self.steps = 0
+        return self._observation(), {"is_success": False, "task": self.instruction}
+
+    def step(self, action):
+        action = np.clip(np.asarray(action, dtype=np.float32).reshape(-1), -1.0, 1.0)
+        if action.shape != (4,) or not np.all(np.isfinite(action)):
+            raise ValueError(f"Meta-World action must be 4 finite numbers {self.action_names}; got {action}")
+        self.raw_obs, reward, _, _, info = self.env.step(action)
+        self.steps += 1
+        success = bool(info.get("success", 0.0))
+        truncated = self.steps >= self._max_episode_steps
+        return self._observation(), float(reward), success, truncated, {"is_success": success, "task": self.instruction}
+
+    def render(self) -> np.ndarray:
+        return np.flip(self.env.render(), (0, 1)).copy()
+
+    def close(self) -> None:
+        self.env.close()
+
+
+class MetaWorldExpert:
+    """Meta-World's own scripted policy for the task, acting on the full 39-d state."""
+
+    def __init__(self, env: MetaWorldEnv):
+        import metaworld.policies as policies
+
+        self.env = env
+        self.policy = getattr(policies, env.policy_name)()
+
+    def reset(self) -> None:
+        pass
+
+    def act(self) -> np.ndarray:
+        with warnings.catch_warnings():  # "Constant(s) may be too high": the env clips to [-1, 1], as do we
+            warnings.simplefilter("ignore", UserWarning)
+            action = self.policy.get_action(self.env.raw_obs)
+        return np.clip(action, -1.0, 1.0).astype(np.float32)
