@@ -159,6 +159,52 @@ def test_record_resume_and_interrupt(tmp_path: Path, monkeypatch: pytest.MonkeyP
         record("so101/pick", 1, out, progress=False)
 
 
+def test_record_survives_sigkill_mid_episode_and_resumes(tmp_path: Path) -> None:
+    """A process killed without any cleanup keeps every saved episode loadable, and `--resume` carries on."""
+    import signal
+    import time
+
+    from lerobot.datasets.lerobot_dataset import LeRobotDataset
+
+    out = tmp_path / "reach"
+    vla = str(Path(sys.executable).with_name("vla"))
+    cmd = [vla, "record", "--env", "so101/reach", "--episodes", "100", "--out", str(out), "--image-size", "32x32"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    state = out / "meta/vla_record.json"
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and proc.poll() is None:  # kill it with 3+ episodes saved, mid-episode
+        if state.is_file() and json.loads(state.read_text())["next_seed"] >= 3:
+            if len(list((out / "images").rglob("*.png"))) >= 10:
+                break
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    left = sorted((out / "images").rglob("*.png"))
+    assert left  # frames of the unsaved episode were on disk when it died
+    for i in range(100, 140):  # as if it had run longer than the episode that will take its index
+        (left[0].parent / f"frame-{i:06d}.png").write_bytes(left[0].read_bytes())
+
+    def check(ds: LeRobotDataset) -> None:
+        assert len(ds) == ds.meta.total_frames
+        for ep in range(ds.meta.total_episodes):  # every episode's video spans exactly its frames
+            meta = ds.meta.episodes[ep]
+            for cam in ("front", "wrist"):
+                span = meta[f"videos/observation.images.{cam}/to_timestamp"]
+                span -= meta[f"videos/observation.images.{cam}/from_timestamp"]
+                assert span == pytest.approx(meta["length"] / 30, abs=1e-3)
+            for index in (meta["dataset_from_index"], meta["dataset_to_index"] - 1):
+                assert ds[index]["episode_index"].item() == ep  # decodes, within timestamp tolerance
+
+    killed = LeRobotDataset("local/so101_reach", root=out)
+    saved = killed.meta.total_episodes
+    assert saved >= 3
+    check(killed)
+    subprocess.run([*cmd[:5], "2", *cmd[6:], "--resume"], check=True, capture_output=True)
+    resumed = LeRobotDataset("local/so101_reach", root=out)
+    assert resumed.meta.total_episodes == saved + 2 and not list((out / "images").rglob("*.png"))
+    check(resumed)
+
+
 def test_expert_rollout_reports_success_and_writes_videos(tmp_path: Path) -> None:
     from vla.envs.rollout import EVAL_SEED, rollout, wilson
 
