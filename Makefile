@@ -4,7 +4,7 @@ VENV  := .venv
 PY    := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench lint clean
+.PHONY: demo test bench bench-model bench-bus bench-sim lint clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -18,8 +18,16 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -q
 
-bench: $(STAMP)
+bench: bench-model bench-bus bench-sim
+
+bench-model: $(STAMP)
 	$(PY) benchmarks/bench_model.py
+
+bench-bus: $(STAMP)
+	$(PY) benchmarks/bench_bus.py
+
+bench-sim: $(STAMP)
+	$(PY) benchmarks/bench_sim.py
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

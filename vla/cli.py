@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from vla.hardware import cli as hardware_cli
+
 
 def parse_size(text: str) -> tuple[int, int]:
     try:
@@ -53,7 +55,11 @@ def main(argv: list[str] | None = None) -> None:
     ro.add_argument("--seed", type=int, default=None, help="first seed (default: the evaluation range)")
     ro.add_argument("--device", default="cpu")
 
+    hardware_cli.add_parsers(sub)
+
     args = parser.parse_args(argv)
+    if args.command in hardware_cli.COMMANDS:
+        hardware_cli.run(args)
     if args.command == "record":
         from vla.envs.collect import record
 

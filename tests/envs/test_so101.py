@@ -173,9 +173,9 @@ def test_record_survives_sigkill_mid_episode_and_resumes(tmp_path: Path) -> None
     state = out / "meta/vla_record.json"
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline and proc.poll() is None:  # kill it with 3+ episodes saved, mid-episode
-        if state.is_file() and json.loads(state.read_text())["next_seed"] >= 3:
-            if len(list((out / "images").rglob("*.png"))) >= 10:
-                break
+        saved = state.is_file() and json.loads(state.read_text())["next_seed"] >= 3
+        if saved and len(list((out / "images").rglob("*.png"))) >= 10:
+            break
         time.sleep(0.01)
     proc.send_signal(signal.SIGKILL)
     proc.wait()

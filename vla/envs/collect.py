@@ -15,8 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
-from vla.datasets.writer import EpisodeWriter, sigterm_as_interrupt
+from vla.datasets.writer import EpisodeWriter
 from vla.envs.suite import dataset_features, make_env, make_expert
+from vla.signals import sigterm_as_interrupt
 
 RECORD_META = "meta/vla_record.json"
 

@@ -1,0 +1,52 @@
+"""LeRobot's own command drives our arms: `lerobot-teleoperate` with `vla_so101_leader` -> `vla_so101_follower`,
+both virtual arms on pseudo-terminals; the follower ends up where the (moving) leader is."""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from vla.hardware.robots import SO101Follower
+
+
+@pytest.mark.slow
+def test_lerobot_teleoperate_with_our_leader_and_follower(virtual_arm, tmp_path: Path) -> None:
+    follower = virtual_arm("so101")
+    leader = virtual_arm("so101", role="leader")
+    for arm, name in ((follower, "robot"), (leader, "teleop")):
+        (tmp_path / name).mkdir()
+        shutil.copy(arm.calibration_path, tmp_path / name / "virtual.json")
+    cmd = [
+        str(Path(sys.executable).with_name("lerobot-teleoperate")),
+        "--robot.type=vla_so101_follower", f"--robot.port={follower.port}", "--robot.id=virtual",
+        f"--robot.calibration_dir={tmp_path / 'robot'}", "--robot.max_step=20",
+        "--teleop.type=vla_so101_leader", f"--teleop.port={leader.port}", "--teleop.id=virtual",
+        f"--teleop.calibration_dir={tmp_path / 'teleop'}", "--fps=30", "--teleop_time_s=4",
+    ]  # fmt: skip
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    rest = np.degrees(follower.joint_positions())
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
+    deadline = time.monotonic() + 120
+    while leader.requests < 30 and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.05)  # until the teleoperation loop runs (about one second of it)
+    hand = leader.twin.hand
+    assert hand is not None
+    hand.freeze()  # the operator stops; the follower has the rest of the 4 s to catch up
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err[-4000:]
+    assert follower.servos[1].torque  # on_exit=hold by default
+
+    lead, follow = np.degrees(leader.joint_positions()), np.degrees(follower.joint_positions())
+    assert np.abs(follow - rest).max() > 10.0  # it moved away from its rest pose to the leader's
+    # degrees: the shoulder and elbow of a P-controlled position servo sag a few degrees under gravity
+    np.testing.assert_allclose(follow[:5], lead[:5], atol=5.0)
+    with SO101Follower(follower.port, calibration_path=follower.calibration_path) as ours:  # and it is ours again
+        assert math.isfinite(ours.get_observation()["shoulder_pan.pos"])
