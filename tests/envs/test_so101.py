@@ -113,6 +113,9 @@ def test_recorded_dataset_matches_env(tmp_path: Path) -> None:
     assert summary.saved == 2 and summary.successes == summary.attempted
     ds = LeRobotDataset("local/so101_reach", root=out)
     assert ds.meta.total_episodes == 2 and ds.meta.fps == 30
+    from vla.datasets.check import check_dataset
+
+    assert not check_dataset(out), check_dataset(out)  # a clean dataset, statistics included
     assert ds.meta.features["observation.state"]["names"] == list(FEATURE_NAMES)
 
     env = make_so101("reach", image_size=(32, 32))  # replay episode 0 (seed 0) and compare frame by frame

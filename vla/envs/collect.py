@@ -2,7 +2,8 @@
 
 Each frame is (observation before the action, the action, the instruction as the task). Episode i of a recording
 uses seed `seed + i`; the next unused seed is kept in `meta/vla_record.json`, so `--resume` continues with fresh
-initial states. Failed expert episodes are dropped unless `keep_failed`. Rollouts (`vla.envs.rollout`) use seeds
+initial states. Failed expert episodes are dropped unless `keep_failed`. At the end the dataset's statistics are
+recomputed exactly over all episodes (`vla.datasets.stats`). Rollouts (`vla.envs.rollout`) use seeds
 from `EVAL_SEED` up, disjoint from these.
 """
 
@@ -15,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from vla.datasets.stats import compute_stats, write_stats
 from vla.datasets.writer import EpisodeWriter
 from vla.envs.suite import dataset_features, make_env, make_expert
 from vla.signals import sigterm_as_interrupt
@@ -93,4 +95,7 @@ def record(
         finally:
             bar.close()
             env.close()
+    if saved or resume:
+        # LeRobot 0.4.4 averages per-episode quantiles and image deviations; recompute them over all the data
+        write_stats(compute_stats([out], progress=False), out / "meta" / "stats.json")
     return RecordSummary(saved, attempted, successes, frames, time.perf_counter() - start, out)

@@ -1,0 +1,345 @@
+"""`vla data check`: validate a LeRobot v3 dataset and list every problem with where it is and what to do.
+
+Checks, in order (a step that cannot run because an earlier one failed is skipped, never crashes):
+1. meta/info.json: present, v3, fps, and a schema LeRobot can load (dtypes, shapes, the index columns).
+2. meta/episodes and meta/tasks.parquet: readable; episodes numbered 0..E-1, each non-empty, tiling the rows
+   0..N-1 in order; totals agree with info.json.
+3. data/*.parquet: present and readable (a truncated file is named), columns of the declared dtype and shape;
+   `index` is 0..N-1, `episode_index` and `frame_index` agree with the episode table, `task_index` names a task;
+   timestamps finite, increasing within each episode, 1/fps apart (within `tolerance_s`).
+4. Numeric features: no NaN or inf (reported per feature with the first place and the count).
+5. Cameras (check_media.py): every episode has its video or images; video files present, readable, of the
+   declared size, with a frame for every timestamp; frames decode (unless `frames=False`).
+6. meta/stats.json: present, every feature covered with the right shapes, and values that agree with statistics
+   recomputed from the data (tolerances in `compare_stats`). The index columns (timestamp, frame_index, ...) are
+   left out: training never normalises them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from vla.datasets.errors import DatasetError
+from vla.datasets.lerobot_io import CAMERA_DTYPES, DEFAULT_TOLERANCE_S, NUMERIC_DTYPES, LeRobotSource
+from vla.datasets.stats import Stats, lowdim_stats, read_stats
+
+INDEX_COLUMNS = {"timestamp": "float32", "frame_index": "int64", "episode_index": "int64", "index": "int64",
+                 "task_index": "int64"}  # fmt: skip
+RESTAT = "recompute statistics with `vla data stats DIR --write`"
+
+
+@dataclass(frozen=True)
+class Problem:
+    where: str
+    what: str
+    fix: str = ""
+
+    def __str__(self) -> str:
+        return f"{self.where}: {self.what}" + (f" -> {self.fix}" if self.fix else "")
+
+    @classmethod
+    def of(cls, err: DatasetError) -> Problem:
+        fix = err.fix if "vla data check" not in err.fix else "restore the file or re-record the affected episodes"
+        return cls(err.where, err.what, fix)
+
+
+def check_dataset(root: str | Path, frames: bool = True, stats: bool = True,
+                  tolerance_s: float = DEFAULT_TOLERANCE_S, progress: bool = False) -> list[Problem]:
+    """Every problem found in the dataset at `root` (empty when it is valid)."""
+    from vla.datasets.check_media import check_cameras
+
+    root = Path(root)
+    try:
+        source = LeRobotSource(root)
+    except DatasetError as err:
+        return [Problem.of(err)]
+    problems = check_schema(source)
+    if any(p.what.startswith("schema:") for p in problems):
+        return problems  # the rest would only repeat it
+    problems += check_episodes(source)
+    rows_ok = not problems
+    columns, more = read_data(source)
+    problems += more
+    if columns is not None:
+        problems += check_rows(source, columns, tolerance_s, tables_ok=rows_ok)
+        problems += check_finite(source, columns)
+    histograms = check_cameras(source, columns, problems, frames, tolerance_s, progress)
+    if stats and columns is not None:
+        problems += check_stats(source, columns, histograms)
+    return problems
+
+
+# --- 1. schema ----------------------------------------------------------------------------------------------------
+
+
+def check_schema(source: LeRobotSource) -> list[Problem]:
+    info = source.root / "meta" / "info.json"
+    problems = []
+    if source.fps <= 0:
+        problems.append(Problem(str(info), f"schema: fps is {source.fps}", "set the recording rate in info.json"))
+    for key, ft in source.features.items():
+        dtype, shape = ft.get("dtype"), ft.get("shape")
+        if dtype not in (*NUMERIC_DTYPES, *CAMERA_DTYPES, "string"):
+            problems.append(Problem(str(info), f"schema: feature {key!r} has unknown dtype {dtype!r}",
+                                    f"use one of {', '.join((*NUMERIC_DTYPES, *CAMERA_DTYPES, 'string'))}"))
+        if not isinstance(shape, list | tuple) or not shape or not all(isinstance(s, int) and s > 0 for s in shape):
+            problems.append(Problem(str(info), f"schema: feature {key!r} has shape {shape!r}",
+                                    "shapes are non-empty lists of positive integers"))
+        elif dtype in CAMERA_DTYPES and (len(shape) != 3 or shape[2] != 3):
+            problems.append(Problem(str(info), f"schema: camera {key!r} has shape {list(shape)}",
+                                    "cameras are [height, width, 3]"))
+        if "/" in key:
+            problems.append(Problem(str(info), f"schema: feature name {key!r} contains '/'", "rename the feature"))
+    for key, dtype in INDEX_COLUMNS.items():
+        have = source.features.get(key, {}).get("dtype")
+        if have != dtype:
+            problems.append(Problem(str(info), f"schema: feature {key!r} is {have or 'missing'}, LeRobot needs "
+                                    f"{dtype}", "the dataset was not written by LeRobot v3; re-convert it"))
+    if source.video_keys and not source.info.get("video_path"):
+        problems.append(Problem(str(info), "schema: video features but no video_path", "restore info.json"))
+    return problems
+
+
+# --- 2. episodes and tasks ----------------------------------------------------------------------------------------
+
+
+def check_episodes(source: LeRobotSource) -> list[Problem]:
+    where = str(source.root / "meta" / "episodes")
+    problems = []
+    indices = [ep.index for ep in source.episodes]
+    if indices != list(range(len(indices))):
+        problems.append(Problem(where, f"episode indices are not 0..{len(indices) - 1} (got {_ranges(indices)})",
+                                "episodes must be numbered without gaps; re-aggregate the dataset"))
+    expected = 0
+    for ep in source.episodes:
+        if ep.length <= 0:
+            problems.append(Problem(f"{where} (episode {ep.index})", f"episode is empty (rows {ep.start}..{ep.stop})",
+                                    "remove the episode with lerobot's dataset tools or re-record it"))
+        elif ep.start != expected:
+            problems.append(Problem(f"{where} (episode {ep.index})", f"starts at row {ep.start}, the previous episode "
+                                    f"ends at {expected}", "episode boundaries must tile the rows in order"))
+        expected = max(expected, ep.stop)
+    info = source.info
+    if info.get("total_episodes") != len(source.episodes):
+        problems.append(Problem(str(source.root / "meta" / "info.json"), f"total_episodes is "
+                                f"{info.get('total_episodes')}, meta/episodes has {len(source.episodes)}",
+                                "fix total_episodes (an interrupted recording leaves this)"))
+    if info.get("total_frames") != expected:
+        problems.append(Problem(str(source.root / "meta" / "info.json"), f"total_frames is {info.get('total_frames')}"
+                                f", the episodes cover {expected} rows", "fix total_frames"))
+    tasks = source.root / "meta" / "tasks.parquet"
+    try:
+        pq.read_table(tasks)
+    except Exception as err:
+        problems.append(Problem(str(tasks), f"cannot be read ({type(err).__name__})", "restore it"))
+    return problems
+
+
+def _ranges(values: list[int]) -> str:
+    return ", ".join(str(v) for v in values[:8]) + (" ..." if len(values) > 8 else "")
+
+
+# --- 3. data files ------------------------------------------------------------------------------------------------
+
+
+def expected_arrow_type(ft: dict) -> pa.DataType | None:
+    dtype = ft["dtype"]
+    if dtype in CAMERA_DTYPES:
+        return None
+    value = pa.string() if dtype == "string" else pa.from_numpy_dtype(np.dtype(dtype))
+    shape = list(ft["shape"])
+    if shape == [1]:
+        return value
+    for n in reversed(shape):
+        value = pa.list_(value, n)
+    return value
+
+
+def read_data(source: LeRobotSource) -> tuple[dict[str, np.ndarray] | None, list[Problem]]:
+    """All numeric columns, or None when a data file is missing, unreadable or of the wrong schema."""
+    problems = []
+    keys = source.lowdim_keys()
+    for rel in source.data_files():
+        path = source.root / rel
+        if not path.is_file():
+            eps = [ep.index for ep in source.episodes if ep.data_path == rel]
+            problems.append(Problem(str(path), f"data file is missing (episodes {_ranges(eps)})",
+                                    "restore it or remove those episodes"))
+            continue
+        try:
+            schema = pq.read_schema(path)
+            pq.read_metadata(path)
+        except Exception as err:
+            problems.append(Problem(str(path), f"cannot be read ({type(err).__name__}: {str(err)[:80]}); truncated "
+                                    "or damaged", "restore the file or re-record its episodes"))
+            continue
+        for key, ft in source.features.items():
+            want = expected_arrow_type(ft)
+            if ft["dtype"] == "video":
+                continue
+            if key not in schema.names:
+                problems.append(Problem(str(path), f"column {key!r} is missing", "the file does not match info.json"))
+            elif ft["dtype"] == "image":
+                if not pa.types.is_struct(schema.field(key).type):
+                    problems.append(Problem(str(path), f"column {key!r} is {schema.field(key).type}, images are "
+                                            "stored as struct<bytes, path>", "re-write the images"))
+            elif not _same_type(schema.field(key).type, want):
+                problems.append(Problem(str(path), f"column {key!r} is {schema.field(key).type}, info.json declares "
+                                        f"{ft['dtype']} {list(ft['shape'])}",
+                                        "convert the column or fix the feature's dtype and shape in info.json"))
+    if problems:
+        return None, problems
+    try:
+        return source.read_lowdim(keys), []
+    except DatasetError as err:
+        return None, [Problem.of(err)]
+
+
+def _same_type(have: pa.DataType, want: pa.DataType | None) -> bool:
+    if want is None or isinstance(have, pa.ExtensionType):  # datasets' Array2D..5D: checked when read
+        return True
+    while pa.types.is_list(have) or pa.types.is_large_list(have) or pa.types.is_fixed_size_list(have):
+        if not (pa.types.is_list(want) or pa.types.is_fixed_size_list(want)):
+            return False
+        if pa.types.is_fixed_size_list(have) and have.list_size != want.list_size:  # type: ignore[attr-defined]
+            return False
+        have, want = have.value_type, want.value_type  # type: ignore[attr-defined]
+    return have == want
+
+
+def check_rows(source: LeRobotSource, columns: dict[str, np.ndarray], tolerance_s: float,
+               tables_ok: bool) -> list[Problem]:
+    where = str(source.root / "data")
+    index = columns["index"].reshape(-1)
+    n = len(index)
+    problems = []
+    if not np.array_equal(index, np.arange(n)):
+        bad = int(np.flatnonzero(index != np.arange(n))[0]) if len(index) else 0
+        problems.append(Problem(where, f"'index' is not 0..{n - 1} in file order (row {bad} holds {index[bad]})",
+                                "rows must be stored in index order; re-write the data files"))
+    if not tables_ok or problems:
+        return problems  # episode spans are unreliable: the boundary checks would only echo that
+    episode, frame = columns["episode_index"].reshape(-1), columns["frame_index"].reshape(-1)
+    ts = columns["timestamp"].reshape(-1).astype(np.float64)
+    tasks = len(pq.read_table(source.root / "meta" / "tasks.parquet"))
+    bad_tasks = np.flatnonzero((columns["task_index"] < 0) | (columns["task_index"] >= tasks))
+    if len(bad_tasks):
+        problems.append(Problem(where, f"task_index out of range 0..{tasks - 1} at {source.locate(int(bad_tasks[0]))}"
+                                f" ({len(bad_tasks)} rows)", "fix meta/tasks.parquet or the task_index column"))
+    step = 1.0 / source.fps
+    for ep in source.episodes:
+        rows = slice(ep.start, min(ep.stop, n))
+        place = f"{where} (episode {ep.index})"
+        wrong = np.flatnonzero(episode[rows] != ep.index)
+        if len(wrong):
+            problems.append(Problem(place, f"frame {wrong[0]} has episode_index {episode[rows][wrong[0]]} "
+                                    f"({len(wrong)} rows disagree with the episode table)",
+                                    "episode boundaries in meta/episodes do not match the data"))
+        if not np.array_equal(frame[rows], np.arange(len(frame[rows]))):
+            first = int(np.flatnonzero(frame[rows] != np.arange(len(frame[rows])))[0])
+            problems.append(Problem(place, f"frame_index is not 0..{ep.length - 1} (frame {first} holds "
+                                    f"{frame[rows][first]})", "re-number frame_index"))
+        t = ts[rows]
+        if not np.isfinite(t).all():
+            first = int(np.flatnonzero(~np.isfinite(t))[0])
+            problems.append(Problem(place, f"timestamp is NaN or inf at frame {first}",
+                                    "re-write timestamps as frame_index / fps"))
+            continue
+        gaps = np.diff(t)
+        if (gaps <= 0).any():
+            k = int(np.flatnonzero(gaps <= 0)[0])
+            problems.append(Problem(place, f"timestamps are not increasing: frame {k + 1} at {t[k + 1]:.4f} s after "
+                                    f"{t[k]:.4f} s", "re-write timestamps as frame_index / fps"))
+        elif (np.abs(gaps - step) > tolerance_s).any():
+            k = int(np.flatnonzero(np.abs(gaps - step) > tolerance_s)[0])
+            problems.append(Problem(place, f"timestamps do not match fps {source.fps}: frames {k} and {k + 1} are "
+                                    f"{gaps[k] * 1e3:.2f} ms apart, not {step * 1e3:.2f} ms "
+                                    f"({int((np.abs(gaps - step) > tolerance_s).sum())} such steps)",
+                                    "fix fps in info.json or re-time the episode (dropped frames?)"))
+    return problems
+
+
+# --- 4. numbers ---------------------------------------------------------------------------------------------------
+
+
+def check_finite(source: LeRobotSource, columns: dict[str, np.ndarray]) -> list[Problem]:
+    problems = []
+    for key, values in columns.items():
+        if key == "timestamp" or not np.issubdtype(values.dtype, np.floating):
+            continue
+        bad_rows = ~np.isfinite(values.reshape(len(values), -1)).all(1)
+        if bad_rows.any():
+            first = int(np.flatnonzero(bad_rows)[0])
+            kinds = "NaN" if np.isnan(values).any() else "inf"
+            problems.append(Problem(f"{source.root / 'data'} ({key})", f"{kinds} values in {int(bad_rows.sum())} "
+                                    f"frames, first at {source.locate(first)}",
+                                    "fix the recording or drop the affected episodes"))
+    return problems
+
+
+# --- 6. statistics ------------------------------------------------------------------------------------------------
+
+
+def compare_stats(stored: Stats, computed: Stats, cameras: list[str]) -> list[tuple[str, str]]:
+    """(feature, what disagrees) for each feature whose stored statistics do not match the recomputed ones.
+
+    Numeric features: min/max and count exactly (to float rounding), mean within 1e-4 of the spread, std within
+    0.1 %, quantiles within 2 % of the range (histogram-based estimates pass, averaged per-episode ones do not).
+    Cameras (values in [0, 1]): mean and std within 0.02 + 10 %; min, max and quantiles are only checked for shape,
+    since LeRobot computes them on the frames before video encoding and the decoded frames differ slightly."""
+    out = []
+    for key, want in computed.items():
+        have = stored.get(key)
+        if have is None:
+            out.append((key, "no statistics"))
+            continue
+        spread = float(np.max(want["max"] - want["min"]))
+        wrong: list[str] = []
+        for name, value in want.items():
+            if name not in have:
+                wrong.append(f"'{name}' is missing")
+                continue
+            got = np.asarray(have[name], np.float64)
+            if got.shape != value.shape:
+                wrong.append(f"'{name}' has shape {got.shape}, expected {value.shape}")
+                continue
+            if key in cameras:
+                if name not in ("mean", "std"):
+                    continue
+                tol = 0.02 + 0.1 * np.abs(value)
+            elif name == "count":
+                tol = 0.0
+            elif name in ("min", "max"):
+                tol = 1e-6 * (1 + np.abs(value))
+            elif name == "mean":
+                tol = 1e-4 * (spread + 1e-6)
+            elif name == "std":
+                tol = 1e-3 * np.abs(value) + 1e-7
+            else:
+                tol = 0.02 * spread + 1e-6
+            diff = np.abs(got - value)
+            if not (diff <= tol).all():
+                k = int(np.argmax(diff - tol))
+                wrong.append(f"'{name}' is {got.ravel()[k]:.6g} where the data gives {value.ravel()[k]:.6g}"
+                             + (f" (dimension {k})" if value.size > 1 else ""))
+        if wrong:
+            out.append((key, wrong[0] + (f"; {len(wrong) - 1} more statistics disagree" if len(wrong) > 1 else "")))
+    return out
+
+
+def check_stats(source: LeRobotSource, columns: dict[str, np.ndarray], histograms: dict) -> list[Problem]:
+    path = source.root / "meta" / "stats.json"
+    if not path.is_file():
+        return [Problem(str(path), "statistics file is missing (training cannot normalise)", RESTAT)]
+    try:
+        stored = read_stats(path)
+    except DatasetError as err:
+        return [Problem.of(err)]
+    computed: Stats = {k: lowdim_stats(v) for k, v in columns.items() if len(v) and k not in INDEX_COLUMNS}
+    computed.update({cam: hist.stats() for cam, hist in histograms.items()})
+    return [Problem(f"{path} ({key})", what, RESTAT) for key, what in compare_stats(stored, computed, source.cameras)]
