@@ -5,7 +5,12 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from vla.datasets import cli as data_cli
 from vla.hardware import cli as hardware_cli
+from vla.runtime import cli as runtime_cli
+from vla.runtime import deploy as deploy_cli
+
+COMMAND_MODULES = (data_cli, hardware_cli, runtime_cli, deploy_cli)  # each: COMMANDS, add_parsers(sub), run(args)
 
 
 def parse_size(text: str) -> tuple[int, int]:
@@ -55,11 +60,15 @@ def main(argv: list[str] | None = None) -> None:
     ro.add_argument("--seed", type=int, default=None, help="first seed (default: the evaluation range)")
     ro.add_argument("--device", default="cpu")
 
-    hardware_cli.add_parsers(sub)
+    for module in COMMAND_MODULES:
+        module.add_parsers(sub)
 
     args = parser.parse_args(argv)
-    if args.command in hardware_cli.COMMANDS:
-        hardware_cli.run(args)
+    for module in COMMAND_MODULES:
+        if args.command in module.COMMANDS:
+            code = module.run(args)
+            if code:
+                raise SystemExit(code)
     if args.command == "record":
         from vla.envs.collect import record
 

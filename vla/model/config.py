@@ -67,6 +67,7 @@ class VLAModelConfig:
     min_period: float = 4e-3  # sinusoidal flow-time embedding
     max_period: float = 4.0
     freeze_vlm: bool = True  # vision tower, connector and text layers; the expert and projections always train
+    rtc_max_delay: int = 0  # training-time real-time chunking: up to this many leading actions given clean
 
     # ---- derived sizes, computed here only ----
     @property
@@ -99,6 +100,8 @@ class VLAModelConfig:
                 f"image_size {self.vision.image_size} must be a multiple of patch_size {self.vision.patch_size} "
                 f"times scale_factor {self.scale_factor}"
             )
+        if not 0 <= self.rtc_max_delay < self.chunk_size:
+            raise ValueError(f"rtc_max_delay={self.rtc_max_delay} must be in [0, chunk_size={self.chunk_size})")
         if not 1 <= self.num_vlm_layers <= self.text.num_layers:
             raise ValueError(f"num_vlm_layers={self.num_vlm_layers} must be in [1, {self.text.num_layers}]")
         if self.text.hidden_size % self.text.num_heads or self.text.num_heads % self.text.num_kv_heads:

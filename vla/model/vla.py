@@ -22,6 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from vla.model import rtc
 from vla.model.backbone import Backbone
 from vla.model.config import VLAModelConfig
 from vla.model.expert import ActionExpert, ExpertLayer
@@ -216,11 +217,12 @@ class VLAModel(nn.Module):
     # ------------------------------------------------------------------ training and sampling
     def compute_loss(self, obs: Observation, actions: torch.Tensor, action_is_pad: torch.Tensor,
                      noise: torch.Tensor | None = None, time: torch.Tensor | None = None,
-                     per_sample: bool = False) -> torch.Tensor:
+                     per_sample: bool = False, delay: torch.Tensor | None = None) -> torch.Tensor:
         """Masked flow-matching MSE: a scalar, or (B,) with per_sample.
 
         actions (B, H, A) with A <= max_action_dim; action_is_pad (B, H) bool; noise like the padded actions;
-        time (B,) or per-token (B, H).
+        time (B,) or per-token (B, H). Training-time RTC (`cfg.rtc_max_delay` > 0, or an explicit `delay` (B,)):
+        each sample's first `delay` actions are given clean (flow time 0) and left out of the loss.
         """
         cfg = self.cfg
         action_dim = actions.shape[-1]
@@ -228,9 +230,15 @@ class VLAModel(nn.Module):
         b, h = actions.shape[:2]
         noise = torch.randn_like(actions) if noise is None else noise
         time = sample_time(b, actions.device) if time is None else time
+        mask = loss_mask(action_is_pad, action_dim, cfg.max_action_dim)
+        if delay is None and cfg.rtc_max_delay and self.training:
+            delay = rtc.sample_delays(b, cfg.rtc_max_delay, actions.device)
+        if delay is not None:
+            time = rtc.prefix_times(time, delay, h)
+            mask = mask * (torch.arange(h, device=mask.device)[None, :, None] >= delay[:, None, None])
         x_t, u_t = noisy_actions(actions, noise, time)
         v_t = self.denoise_step(x_t, time, self.fill_cache(obs, h))
-        return masked_mse(v_t, u_t, loss_mask(action_is_pad, action_dim, cfg.max_action_dim), per_sample)
+        return masked_mse(v_t, u_t, mask, per_sample)
 
     @torch.no_grad()
     def sample_actions(self, obs: Observation, noise: torch.Tensor | None = None, num_steps: int | None = None,

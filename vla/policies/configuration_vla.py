@@ -39,6 +39,10 @@ class VLAConfig(PreTrainedConfig):
     max_state_dim: int = 32
     max_action_dim: int = 32
     tokenizer_max_length: int = 48
+    # Training-time real-time chunking: each sample's first d ~ U{0..rtc_max_delay} actions are given clean and
+    # left out of the loss, so deployment can condition a chunk on the actions executing meanwhile (no backward
+    # pass). Set it to the inference delay in control ticks you expect (e.g. 200 ms at 30 Hz -> 6, with margin).
+    rtc_max_delay: int = 0
 
     normalization_mapping: dict[str, NormalizationMode] = field(
         default_factory=lambda: {
@@ -81,7 +85,7 @@ class VLAConfig(PreTrainedConfig):
         return cfg.replace(
             chunk_size=self.chunk_size, num_steps=self.num_steps, max_state_dim=self.max_state_dim,
             max_action_dim=self.max_action_dim, tokenizer_max_length=self.tokenizer_max_length,
-            freeze_vlm=self.vlm_frozen,
+            freeze_vlm=self.vlm_frozen, rtc_max_delay=self.rtc_max_delay,
         )
 
     @property

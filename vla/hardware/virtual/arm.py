@@ -48,6 +48,7 @@ from vla.hardware.tables import model
 from vla.hardware.virtual.faults import DYNAMIXEL_BITS, FEETECH_BITS, Faults
 from vla.hardware.virtual.servo import TICKS_PER_RAD, VirtualServo
 from vla.hardware.virtual.twin import HandMotion, MotorTwin, MujocoTwin, Twin
+from vla.shm import SharedArrays
 
 # Encoder reading at joint angle 0, as if each servo horn were mounted a little off centre (so that calibration
 # has something to do); every joint's range stays inside one turn.
@@ -66,12 +67,19 @@ class VirtualArm:
         twin: str = "auto",
         calibration_dir: str | Path | None = None,
         seed: int = 0,
+        task: str | None = None,
+        cameras: tuple[str, ...] = ("front", "wrist"),
+        image_size: tuple[int, int] = (96, 96),
+        camera_fps: float = 30.0,
     ):
+        """`task`: an SO-101 sim task whose scene the follower's twin stands in (and whose `cameras` it renders
+        into shared memory at `camera_fps`, see `frames_layout`)."""
         self.spec: ArmSpec = arm_spec(robot, role)
         self.baudrate = baudrate
         self.byte_time = 10.0 / baudrate
         self.faults = faults or Faults()
         self.protocol = protocol_for(self.spec.vendor)
+        self.task, self.cameras, self.image_size, self.camera_fps = task, tuple(cameras), image_size, camera_fps
         self.twin = self._make_twin(twin, seed)
         self.servos: dict[int, VirtualServo] = {}
         bits = FEETECH_BITS if self.spec.vendor == "feetech" else DYNAMIXEL_BITS
@@ -89,6 +97,8 @@ class VirtualArm:
         save_calibration(self.calibration, self.calibration_path)
         self._master = self._slave = -1
         self.port = ""
+        self.frames: SharedArrays | None = None
+        self._camera_thread: threading.Thread | None = None
         self._thread: threading.Thread | None = None
         self._running = False
         self._registered: dict[int, tuple[int, bytes]] = {}
@@ -100,7 +110,11 @@ class VirtualArm:
         if kind == "auto":
             kind = "mujoco" if self.spec.name == "so101" and self.spec.role == "follower" else "motor"
         if kind == "mujoco":
+            if self.task is not None:
+                return MujocoTwin(joints, task=self.task, seed=seed, cameras=self.cameras, image_size=self.image_size)
             return MujocoTwin(joints, home=HOME)
+        if self.task is not None:
+            raise ValueError("a task scene needs the MuJoCo twin (--twin mujoco)")
         ranges = KOCH_RANGES if self.spec.name == "koch" else self._so101_ranges()
         twin = MotorTwin(ranges, joints, home=HOME)
         if self.spec.role == "leader":
@@ -141,6 +155,8 @@ class VirtualArm:
             servo._set("Min_Position_Limit", cal.range_min)
             servo._set("Max_Position_Limit", cal.range_max)
             servo._set("Goal_Position", servo.present_position())
+            if getattr(self.twin, "powered", False):
+                servo._set("Torque_Enable", 1)
 
     # -- running --------------------------------------------------------------------------------------------
     def start(self) -> VirtualArm:
@@ -152,13 +168,40 @@ class VirtualArm:
         self._t0 = time.monotonic()
         self._thread = threading.Thread(target=self._serve, name="virtual-arm", daemon=True)
         self._thread.start()
+        if isinstance(self.twin, MujocoTwin) and self.twin.env is not None and self.cameras:
+            h, w = self.image_size
+            self.frames = SharedArrays({name: ((h, w, 3), "uint8") for name in self.cameras})
+            self._camera_thread = threading.Thread(target=self._film, name="virtual-cameras", daemon=True)
+            self._camera_thread.start()
         return self
+
+    @property
+    def frames_layout(self) -> dict | None:
+        """What `SharedArrays.attach(layout, track=False)` needs to read the twin's camera images."""
+        return self.frames.layout() if self.frames is not None else None
+
+    def _film(self) -> None:
+        assert isinstance(self.twin, MujocoTwin) and self.frames is not None
+        period, count = 1.0 / self.camera_fps, 0
+        next_frame = time.monotonic()
+        try:
+            while self._running:
+                count += 1
+                self.frames.write(count, self.twin.render())
+                next_frame += period
+                time.sleep(max(0.0, next_frame - time.monotonic()))
+        finally:
+            self.twin.close_renderer()
 
     def stop(self) -> None:
         self._running = False
-        if self._thread is not None:
-            self._thread.join(timeout=2)
+        for thread in (self._thread, self._camera_thread):
+            if thread is not None:
+                thread.join(timeout=2)
         self.twin.stop()
+        if self.frames is not None:
+            self.frames.close()
+            self.frames = None
         self._close_pty()
         if self._own_dir:
             shutil.rmtree(self.calibration_path.parent, ignore_errors=True)

@@ -36,18 +36,36 @@ class Twin(Protocol):
 
 
 class MujocoTwin:
-    """The SO-101 arm in MuJoCo, advanced in real time by a background thread (`start()` / `stop()`)."""
+    """The SO-101 arm in MuJoCo, advanced in real time by a background thread (`start()` / `stop()`).
+
+    Bare (default): the arm alone, unpowered, sagged into a rest pose under gravity. With `task` (an SO-101 sim
+    task of `vla.envs`): the task's scene with its objects placed by `seed`, the arm powered and holding the
+    sim's ready pose, and `render()` giving the task's camera images, so a policy trained in sim sees the
+    same world through the virtual arm.
+    """
 
     def __init__(self, joints: Sequence[str] = ("shoulder_pan", "shoulder_lift", "elbow_flex", "wrist_flex",
                                                   "wrist_roll", "gripper"), home: Sequence[float] | None = None,
-                 settle: float = 2.0):  # fmt: skip
+                 settle: float = 2.0, task: str | None = None, seed: int = 0, cameras: Sequence[str] = (),
+                 image_size: tuple[int, int] = (96, 96)):  # fmt: skip
+        import vla.envs  # noqa: F401  (picks the offscreen OpenGL backend: it must come before MuJoCo loads)
+
+        self.env = None
         import mujoco
 
-        from vla.envs.scene import arm_spec
-
         self._mj = mujoco
-        self.model = arm_spec().compile()
-        self.data = mujoco.MjData(self.model)
+        if task is not None:
+            from vla.envs.registry import make_so101
+
+            self.env = make_so101(task, image_size=image_size, cameras=tuple(cameras))
+            self.env.reset(seed=seed)
+            self.env.close()  # its renderer belongs to this thread; `render()` makes one in the thread that films
+            self.model, self.data = self.env.model, self.env.data
+        else:
+            from vla.envs.scene import arm_spec
+
+            self.model = arm_spec().compile()
+            self.data = mujoco.MjData(self.model)
         self.joints = tuple(joints)
         ids = [self.model.joint(j).id for j in self.joints]
         self.qpos = self.model.jnt_qposadr[ids]
@@ -56,17 +74,53 @@ class MujocoTwin:
         self.ranges = self.model.jnt_range[ids].copy()
         self._gains = (self.model.actuator_gainprm[:, 0].copy(), self.model.actuator_biasprm[:, 1:3].copy())
         self._force = np.abs(self.model.actuator_forcerange[self.actuators]).max(axis=1)
-        q0 = np.zeros(len(self.joints)) if home is None else np.asarray(home, float)
-        self.data.qpos[self.qpos] = q0
-        self.data.ctrl[self.actuators] = q0
-        mujoco.mj_forward(self.model, self.data)
-        for joint in range(len(self.joints)):
-            self.set_torque(joint, False)
-        for _ in range(int(settle / self.model.opt.timestep)):  # unpowered: sag into a rest pose under gravity
-            mujoco.mj_step(self.model, self.data)
+        self.powered = task is not None
+        if not self.powered:
+            q0 = np.zeros(len(self.joints)) if home is None else np.asarray(home, float)
+            self.data.qpos[self.qpos] = q0
+            self.data.ctrl[self.actuators] = q0
+            mujoco.mj_forward(self.model, self.data)
+            for joint in range(len(self.joints)):
+                self.set_torque(joint, False)
+            for _ in range(int(settle / self.model.opt.timestep)):  # unpowered: sag into a rest pose
+                mujoco.mj_step(self.model, self.data)
         self._lock = threading.Lock()
+        self._local = threading.local()
         self._thread: threading.Thread | None = None
         self._running = False
+
+    def render(self) -> dict[str, np.ndarray]:
+        """The task's camera images (H, W, 3) uint8 (a task twin only)."""
+        if self.env is None:
+            return {}
+        renderer = getattr(self._local, "renderer", None)
+        if renderer is None:  # an OpenGL context is current in one thread only: one renderer per thread
+            h, w = self.env.config.image_size
+            renderer = self._local.renderer = self._mj.Renderer(self.model, h, w)
+        frames = {}
+        with self._lock:
+            for name in self.env.config.cameras:
+                renderer.update_scene(self.data, camera=name)
+                frames[name] = renderer.render().copy()
+        return frames
+
+    def close_renderer(self) -> None:
+        """Release this thread's renderer (call from the thread that rendered)."""
+        renderer = getattr(self._local, "renderer", None)
+        if renderer is not None:
+            renderer.close()
+            self._local.renderer = None
+
+    def success(self) -> bool:
+        """Whether the task's success test holds now (a task twin only)."""
+        if self.env is None:
+            return False
+        with self._lock:
+            return bool(self.env.task_spec.evaluate(self.env).success)
+
+    @property
+    def instruction(self) -> str:
+        return self.env.task_description if self.env is not None else ""
 
     def position(self, joint: int) -> float:
         return float(self.data.qpos[self.qpos[joint]])
@@ -96,6 +150,8 @@ class MujocoTwin:
         self._running = False
         if self._thread is not None:
             self._thread.join()
+        if self.env is not None:
+            self.env.close()
 
     def _run(self) -> None:
         dt = float(self.model.opt.timestep)
@@ -170,13 +226,14 @@ class MotorTwin:
 
 
 class HandMotion:
-    """A person moving a leader arm: each joint follows a sum of slow sinusoids inside 60% of its range."""
+    """A person moving a leader arm: each joint follows a sum of slow sinusoids inside 40% of its range
+    (peaks around 40 degrees/s, an unhurried teleoperation)."""
 
-    def __init__(self, ranges: np.ndarray, seed: int = 0, speed: float = 0.3):
+    def __init__(self, ranges: np.ndarray, seed: int = 0, speed: float = 0.15):
         rng = np.random.default_rng(seed)
         n = len(ranges)
         self.centre = np.asarray(ranges, float).mean(axis=1)
-        self.amp = 0.3 * np.diff(np.asarray(ranges, float), axis=1)[:, 0]
+        self.amp = 0.2 * np.diff(np.asarray(ranges, float), axis=1)[:, 0]
         self.freq = rng.uniform(0.5, 1.0, (n, 2)) * speed
         self.phase = rng.uniform(0, 2 * math.pi, (n, 2))
         self.t0 = time.monotonic()

@@ -1,0 +1,101 @@
+"""The inference worker process and the shared-memory observation it reads."""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import time
+
+import numpy as np
+import pytest
+
+from vla.runtime.chunking import Request
+from vla.runtime.worker import ChunkFailed, ChunkReady, InferenceWorker, PolicySource, pack, unpack
+from vla.shm import SharedArrays
+
+NAMES = [f"j{i}.pos" for i in range(6)]
+
+
+def source(latency: float = 0.0, chunk: int = 20) -> PolicySource:
+    spec = {"chunk_size": chunk, "action_names": NAMES, "state_names": NAMES, "cameras": {"front": [16, 16]},
+            "fps": 30.0, "supports_prefix": True}  # fmt: skip
+    return PolicySource("scripted", latency=latency, spec=spec)
+
+
+def wait_for(worker: InferenceWorker, timeout: float = 10.0) -> list:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        events = worker.poll()
+        if events:
+            return events
+        time.sleep(0.002)
+    raise TimeoutError("no event from the worker")
+
+
+def _write_torn(layout: dict, n: int) -> None:
+    arrays = SharedArrays.attach(layout)
+    for k in range(n):
+        arrays.write(k, {"a": np.full(4096, k, np.int64), "b": np.full(4096, k, np.int64)})
+
+
+def test_shared_arrays_reads_are_never_torn() -> None:
+    arrays = SharedArrays({"a": ((4096,), "int64"), "b": ((4096,), "int64")})
+    writer = mp.get_context("spawn").Process(target=_write_torn, args=(arrays.layout(), 3000))
+    writer.start()
+    seen = 0
+    try:
+        while writer.is_alive():
+            stamp, values = arrays.read()
+            if stamp >= 0:
+                assert (values["a"] == stamp).all() and (values["b"] == stamp).all()
+                seen += 1
+    finally:
+        writer.join()
+        arrays.close()
+    assert seen > 10
+
+
+def test_worker_answers_from_the_newest_observation_and_shifts_the_prefix() -> None:
+    worker = InferenceWorker(source(latency=0.05), state_dim=6, cameras={"front": (16, 16)}, task="t")
+    spec = worker.start(timeout=60)
+    try:
+        assert spec.chunk_size == 20 and spec.action_names == tuple(NAMES)
+        frame = {"front": np.zeros((16, 16, 3), np.uint8)}
+        worker.publish(10, np.zeros(6, np.float32), frame)
+        prefix = np.arange(12 * 6, dtype=np.float32).reshape(12, 6)
+        worker.publish(13, np.ones(6, np.float32), frame)  # three ticks passed before the worker looked
+        worker.request(Request(tick=10, prefix=prefix, delay=4))
+        (event,) = wait_for(worker)
+        assert isinstance(event, ChunkReady) and event.tick == 13 and event.compute_s >= 0.05
+        np.testing.assert_array_equal(event.chunk[:9], prefix[3:])  # the prefix, cut at the observation's tick
+        assert not worker.busy
+    finally:
+        worker.stop()
+
+
+def test_a_dead_worker_becomes_an_event_not_a_hang() -> None:
+    worker = InferenceWorker(source(latency=2.0), state_dim=6, cameras={"front": (16, 16)})
+    worker.start(timeout=60)
+    try:
+        worker.publish(0, np.zeros(6, np.float32), {"front": np.zeros((16, 16, 3), np.uint8)})
+        worker.request(Request(0, None, 0))
+        worker.process.kill()
+        (event,) = wait_for(worker)
+        assert isinstance(event, ChunkFailed) and "died" in event.message
+        worker.request(Request(1, None, 0))  # asking again does not raise either
+        (event,) = wait_for(worker)
+        assert isinstance(event, ChunkFailed)
+    finally:
+        worker.stop()
+
+
+def test_a_policy_that_cannot_load_is_reported() -> None:
+    worker = InferenceWorker(PolicySource("checkpoint", path="/nonexistent/ckpt"), state_dim=6, cameras={})
+    with pytest.raises(RuntimeError, match="could not load its policy"):
+        worker.start(timeout=120)
+
+
+def test_pipe_messages_round_trip_without_pickle() -> None:
+    arrays = {"chunk": np.random.default_rng(0).normal(size=(5, 3)).astype(np.float32)}
+    header, back = unpack(pack({"kind": "chunk", "tick": 7}, arrays))
+    assert header == {"kind": "chunk", "tick": 7}
+    np.testing.assert_array_equal(back["chunk"], arrays["chunk"])

@@ -1,0 +1,131 @@
+"""A trained VLA checkpoint as a `ChunkPolicy`: observation in the arm's units in, action chunk in the arm's units
+out, through the processors saved with the weights (so deployment normalises exactly as training did).
+
+Real-time chunking (`rtc`):
+- "training": the checkpoint was trained with `rtc_max_delay` >= the requested delay; the committed actions are
+  given as clean leading tokens (`vla.model.rtc.sample_with_prefix`), no backward pass;
+- "guidance": inference-time inpainting with the vector-Jacobian product through the expert
+  (`vla.model.rtc.sample_guided`), for any checkpoint;
+- "auto" (default): "training" where the checkpoint supports the delay, else "guidance";
+- "off": ignore the prefix.
+The prefix is normalised by the same preprocessor as the observation (it normalises `action` like training did).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from vla.model import rtc
+from vla.runtime.policy import PolicySpec, RequestObservation
+
+RTC_MODES = ("auto", "training", "guidance", "off")
+
+
+class CheckpointPolicy:
+    def __init__(self, path: str | Path, device: str = "cpu", rtc_mode: str = "auto", beta: float = 5.0,
+                 fps: float = 30.0):  # fmt: skip
+        from lerobot.policies.factory import make_pre_post_processors
+
+        import lerobot_policy_vla  # noqa: F401  (registers the policy type)
+        from vla.policies.modeling_vla import VLAPolicy
+
+        if rtc_mode not in RTC_MODES:
+            raise ValueError(f"rtc_mode must be one of {RTC_MODES}, not '{rtc_mode}'")
+        self.rtc_mode, self.beta, self.device = rtc_mode, beta, device
+        self.policy = VLAPolicy.from_pretrained(str(path))
+        self.policy.config.device = device
+        self.policy.to(device).eval()
+        overrides = {"device_processor": {"device": device}}
+        self.pre, self.post = make_pre_post_processors(self.policy.config, pretrained_path=str(path),
+                                                       preprocessor_overrides=overrides)  # fmt: skip
+        config = self.policy.config
+        cameras = {key.removeprefix("observation.images."): (int(ft.shape[1]), int(ft.shape[2]))
+                   for key, ft in config.image_features.items()}  # fmt: skip
+        self.spec = PolicySpec(
+            chunk_size=config.chunk_size, action_names=tuple(self._names("action", config.action_feature)),
+            state_names=tuple(self._names("observation.state", config.robot_state_feature)), cameras=cameras,
+            fps=fps, supports_prefix=rtc_mode != "off",
+        )  # fmt: skip
+
+    @staticmethod
+    def _names(key: str, feature) -> list[str]:
+        n = int(feature.shape[0]) if feature is not None else 0
+        return [f"{key}[{i}]" for i in range(n)]
+
+    def reset(self) -> None:
+        self.policy.reset()
+
+    @torch.no_grad()
+    def infer(self, obs: RequestObservation) -> np.ndarray:
+        batch: dict = {"task": obs.task, "observation.state": torch.from_numpy(np.asarray(obs.state, np.float32))}
+        for name, image in obs.images.items():
+            batch[f"observation.images.{name}"] = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1) / 255.0
+        use_prefix = obs.prefix is not None and len(obs.prefix) > 0 and self.rtc_mode != "off"
+        if use_prefix:
+            batch["action"] = torch.from_numpy(np.asarray(obs.prefix, np.float32))[None]  # (1, n, A)
+        processed = self.pre(batch)
+        model = self.policy.model
+        model_obs = self.policy.observation(processed)
+        cfg = model.cfg
+        with self.policy._autocast():
+            if not use_prefix:
+                actions = model.sample_actions(model_obs)
+            else:
+                prefix = processed["action"].float()
+                n = min(prefix.shape[1], cfg.chunk_size)
+                padded = torch.zeros(1, cfg.chunk_size, cfg.max_action_dim, device=prefix.device)
+                padded[:, :n, : prefix.shape[-1]] = prefix[:, :n]
+                delay = min(max(obs.delay, 0), n)
+                mode = self.rtc_mode
+                if mode == "auto":
+                    mode = "training" if delay <= cfg.rtc_max_delay and cfg.rtc_max_delay > 0 else "guidance"
+                if mode == "training":
+                    actions = rtc.sample_with_prefix(model, model_obs, padded, delay)
+                else:
+                    actions = rtc.sample_guided(model, model_obs, padded, delay, overlap=n, beta=self.beta)
+        chunk = actions[..., : self.policy.action_dim].float()
+        return self.post(chunk)[0].cpu().numpy().astype(np.float32)
+
+
+def load_checkpoint_policy(path: str | Path, device: str = "cpu", rtc_mode: str = "auto") -> CheckpointPolicy:
+    return CheckpointPolicy(path, device=device, rtc_mode=rtc_mode)
+
+
+class PresetPolicy:
+    """A randomly initialised network of a model preset (`tiny`, `small`, `smolvla`) behind the `ChunkPolicy`
+    interface: the compute of real inference without a trained checkpoint (benchmarks, latency tests). Its
+    actions are noise around the observed state, so it is for timing only."""
+
+    def __init__(self, preset: str, names: tuple[str, ...], cameras: dict[str, tuple[int, int]], fps: float = 30.0,
+                 device: str = "cpu", dtype: str = "float32"):  # fmt: skip
+        from vla.model import PRESETS
+        from vla.model.observation import Observation
+
+        self._observation = Observation
+        torch.manual_seed(0)
+        self.cfg = PRESETS[preset]
+        self.model = self.cfg.create().to(device).eval()
+        self.device, self.dtype = device, dtype
+        self.spec = PolicySpec(self.cfg.chunk_size, names, names, cameras, fps, supports_prefix=True)
+
+    def reset(self) -> None:
+        pass
+
+    @torch.no_grad()
+    def infer(self, obs: RequestObservation) -> np.ndarray:
+        cfg, dev = self.cfg, self.device
+        images = [torch.from_numpy(np.ascontiguousarray(im)).permute(2, 0, 1)[None].float().to(dev) / 255.0
+                  for im in obs.images.values()]  # fmt: skip
+        n = len(images)
+        fake = cfg.fake_obs(1, num_cameras=max(n, 1))
+        state = torch.from_numpy(np.asarray(obs.state, np.float32))[None].to(dev)
+        model_obs = self._observation(images=images or fake.images, image_masks=fake.image_masks.to(dev), state=state,
+                                      tokens=fake.tokens.to(dev), token_mask=fake.token_mask.to(dev))  # fmt: skip
+        bf16 = self.dtype == "bfloat16"
+        with torch.autocast(dev.split(":")[0], dtype=torch.bfloat16, enabled=bf16):
+            actions = self.model.sample_actions(model_obs)
+        a = len(self.spec.action_names)
+        return (np.asarray(obs.state, np.float32)[:a] + actions[0, :, :a].float().cpu().numpy()).astype(np.float32)

@@ -1,0 +1,235 @@
+"""`vla deploy`: teleoperation and a policy on one arm, through the real-time loop; `vla chunking-eval`.
+
+    vla deploy --robot so101 --port /dev/ttyACM0 --id my_arm --policy CKPT \\
+               --teleop so101-leader --teleop-port /dev/ttyACM1 --teleop-id my_leader --task "pick up the red cube"
+    vla deploy --robot virtual --policy CKPT --teleop virtual --task reach --duration 20 --plot run.png
+    vla deploy ... --server tcp://gpu-box:8765 --token-file key       # the policy runs on another machine
+
+Starts under teleoperation when a leader is given (else under the policy). Keys (then ENTER): `p` policy drives,
+`t` operator drives, `e` end the recorded episode, `q` quit; moving the leader while the policy drives also hands
+control to the operator. `--record DIR` writes what happened as a LeRobot dataset with `control_source`.
+`--robot virtual` runs the virtual SO-101 of `vla virtual-arm`, its twin in the sim scene of `--virtual-task`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import sys
+import threading
+import time
+from pathlib import Path
+
+from vla.runtime.chunking import STRATEGIES
+
+COMMANDS = ("deploy", "chunking-eval")
+
+
+def add_parsers(sub: argparse._SubParsersAction) -> None:
+    d = sub.add_parser("deploy", help="run a policy (and a leader arm) on a follower through the real-time loop",
+                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    d.add_argument("--robot", choices=["so101", "koch", "virtual"], required=True)
+    d.add_argument("--port", help="the follower's serial port (not for --robot virtual)")
+    d.add_argument("--id", default="default", help="the follower's name: its calibration file is <id>.json")
+    d.add_argument("--calibration", type=Path, help="calibration file (default: LeRobot's place for --id)")
+    src = d.add_mutually_exclusive_group()
+    src.add_argument("--policy", help="checkpoint directory (pretrained_model), or 'scripted'")
+    src.add_argument("--server", help="a `vla serve` URL, e.g. tcp://gpu-box:8765")
+    d.add_argument("--token-file", type=Path, help="the server's shared secret")
+    d.add_argument("--teleop", choices=["none", "so101-leader", "koch-leader", "virtual"], default="none")
+    d.add_argument("--teleop-port")
+    d.add_argument("--teleop-id", default="default")
+    d.add_argument("--task", default="", help="the instruction given to the policy")
+    d.add_argument("--fps", type=float, default=30.0)
+    d.add_argument("--strategy", choices=list(STRATEGIES), default="rtc")
+    d.add_argument("--execute", type=int, help="actions of each chunk executed before asking again")
+    d.add_argument("--rtc", choices=["auto", "training", "guidance", "off"], default="auto")
+    d.add_argument("--device", default="cpu")
+    d.add_argument("--duration", type=float, help="stop after this many seconds (default: until q or Ctrl-C)")
+    d.add_argument("--start", choices=["teleop", "policy"], help="who drives first (default: teleop if any)")
+    d.add_argument("--max-step", type=float, default=10.0, help="safety: largest change per tick (deg, 0-100)")
+    d.add_argument("--safe-state", choices=["hold", "release"], default="hold",
+                   help="after --safe-after s without fresh actions")  # fmt: skip
+    d.add_argument("--safe-after", type=float, default=1.0)
+    d.add_argument("--on-exit", choices=["hold", "release"], default="hold")
+    d.add_argument("--record", type=Path, help="write the run to a LeRobot dataset here (appends)")
+    d.add_argument("--plot", type=Path, help="save a plot of commanded vs measured joints here")
+    d.add_argument("--no-realtime", action="store_true", help="do not ask for SCHED_FIFO and mlockall")
+    d.add_argument("--virtual-task", default="reach", help="--robot virtual: the sim scene of the twin")
+    d.add_argument("--seed", type=int, default=0)
+
+    e = sub.add_parser("chunking-eval", help="compare chunking strategies in sim under simulated inference delays")
+    e.add_argument("--policy", required=True, help="checkpoint directory (pretrained_model)")
+    e.add_argument("--env", default="so101/reach")
+    e.add_argument("--latency", type=float, nargs="+", default=[0.0, 0.1, 0.2], help="seconds")
+    e.add_argument("--strategies", nargs="+", default=list(STRATEGIES), choices=list(STRATEGIES))
+    e.add_argument("--episodes", type=int, default=20)
+    e.add_argument("--execute", type=int)
+    e.add_argument("--rtc", choices=["auto", "training", "guidance", "off"], default="auto")
+    e.add_argument("--out", type=Path, help="write the results as JSON here")
+
+
+def run(args: argparse.Namespace) -> None:
+    if args.command == "deploy":
+        deploy(args)
+    else:
+        chunking_eval(args)
+
+
+def chunking_eval(args: argparse.Namespace) -> None:
+    import json
+
+    from vla.runtime.checkpoint import CheckpointPolicy
+    from vla.runtime.evaluate import as_dicts, evaluate_chunking, format_table
+
+    policy = CheckpointPolicy(args.policy, rtc_mode=args.rtc)
+    results = evaluate_chunking(policy, args.env, args.strategies, args.latency, args.episodes, execute=args.execute)
+    print(format_table(results))
+    if args.out:
+        args.out.write_text(json.dumps(as_dicts(results), indent=2))
+
+
+def _policy_source(args: argparse.Namespace, names: tuple[str, ...]):
+    from vla.runtime.worker import PolicySource
+
+    if args.server:
+        token = args.token_file.read_text().strip() if args.token_file else None
+        return PolicySource("remote", path=args.server, token=token)
+    if args.policy == "scripted":
+        cameras = {"front": [96, 96], "wrist": [96, 96]}
+        spec = {"chunk_size": 50, "action_names": list(names), "state_names": list(names), "cameras": cameras,
+                "fps": args.fps, "supports_prefix": True}  # fmt: skip
+        return PolicySource("scripted", spec=spec)
+    if args.policy:
+        return PolicySource("checkpoint", path=args.policy, device=args.device, rtc_mode=args.rtc)
+    return None
+
+
+def deploy(args: argparse.Namespace) -> None:
+    from vla.hardware.robots import Follower, KochLeader, SO101Leader
+    from vla.hardware.safety import SafetyConfig
+    from vla.runtime.io import FollowerIO, LeaderIO, SharedFrames
+    from vla.runtime.loop import ControlLoop, LoopConfig
+    from vla.runtime.worker import InferenceWorker
+    from vla.signals import sigterm_as_interrupt
+
+    with contextlib.ExitStack() as stack:
+        frames = None
+        calibration = args.calibration
+        if args.robot == "virtual":
+            from vla.hardware.virtual.arm import VirtualArm
+            from vla.hardware.virtual.twin import MujocoTwin
+
+            arm = stack.enter_context(VirtualArm("so101", task=args.virtual_task, seed=args.seed))
+            port, calibration, robot = arm.port, arm.calibration_path, "so101"
+            assert arm.frames_layout is not None and isinstance(arm.twin, MujocoTwin)
+            frames = SharedFrames(arm.frames_layout)
+            stack.callback(frames.close)
+            if not args.task:
+                args.task = arm.twin.instruction
+            print(f"virtual SO-101 on {port}, twin in the '{args.virtual_task}' scene: \"{args.task}\"")
+        else:
+            if not args.port:
+                raise SystemExit("--port is required (the follower's serial port)")
+            port, robot = args.port, args.robot
+        from vla.hardware.arms import arm_spec
+
+        safety = SafetyConfig(max_step=args.max_step)
+        follower = Follower(arm_spec(robot, "follower"), port, args.id, on_exit=args.on_exit, safety=safety,
+                            calibration_path=calibration)  # fmt: skip
+        stack.enter_context(sigterm_as_interrupt())
+        follower.connect()
+        stack.callback(follower.disconnect)
+        io = FollowerIO(follower, frames)
+
+        teleop, virtual_hand = None, None
+        if args.teleop != "none":
+            if args.teleop == "virtual":
+                from vla.hardware.virtual.arm import VirtualArm
+
+                leader_arm = stack.enter_context(VirtualArm("so101", role="leader", seed=args.seed))
+                leader = SO101Leader(leader_arm.port, calibration_path=leader_arm.calibration_path)
+                virtual_hand = getattr(leader_arm.twin, "hand", None)  # the scripted operator: lets go for the policy
+            else:
+                if not args.teleop_port:
+                    raise SystemExit("--teleop-port is required with a leader arm")
+                make = SO101Leader if args.teleop == "so101-leader" else KochLeader
+                leader = make(args.teleop_port, args.teleop_id)
+            leader.connect()
+            stack.callback(leader.disconnect)
+            teleop = LeaderIO(leader)
+
+        worker = None
+        source = _policy_source(args, io.names)
+        if source is not None:
+            cameras = {name: tuple(f.shape[:2]) for name, f in io.frames().items()}
+            worker = InferenceWorker(source, state_dim=len(io.names), cameras=cameras, task=args.task)  # type: ignore[arg-type]
+            print("loading the policy in the inference worker ...", flush=True)
+            spec = worker.start()
+            stack.callback(worker.stop)
+            missing = sorted(set(spec.cameras) - set(cameras))
+            if missing:
+                raise SystemExit(f"the policy needs camera(s) {missing}; this robot provides {sorted(cameras)}")
+        config = LoopConfig(fps=args.fps, strategy=args.strategy, execute=args.execute, safe_after_s=args.safe_after,
+                            safe_state=args.safe_state, realtime=not args.no_realtime)  # fmt: skip
+
+        recorder = None
+        if args.record:
+            from vla.runtime.review import InterventionRecorder
+
+            cams = {name: tuple(f.shape[:2]) for name, f in io.frames().items()}
+            recorder = InterventionRecorder(args.record, args.fps, io.names, cams, args.task,  # type: ignore[arg-type]
+                                            robot_type=f"{robot}_follower")  # fmt: skip
+            stack.callback(recorder.close)
+        loop = ControlLoop(io, worker, config, teleop=teleop, on_tick=recorder)
+        if virtual_hand is not None:
+            request = loop.request_mode
+
+            def request_mode(mode: str) -> None:
+                virtual_hand.frozen_at = time.monotonic() if mode == "policy" else None
+                request(mode)
+
+            loop.request_mode = request_mode  # type: ignore[method-assign]
+        if args.start:
+            loop.request_mode(args.start)
+        _keys(loop, recorder)
+        print("keys (then ENTER): p = policy drives, t = operator drives, e = end episode, q = quit", flush=True)
+        try:
+            log = loop.run(duration_s=args.duration)
+        except KeyboardInterrupt:
+            log = loop.log
+            log.stop_reason = "interrupted"
+        print(f"stopped ({log.stop_reason}) after {len(log.t)} ticks; {log.realtime}")
+        if log.lateness:
+            import numpy as np
+
+            late = np.array(log.lateness) * 1000
+            print(f"tick lateness p50 {np.percentile(late, 50):.2f} ms, p99 {np.percentile(late, 99):.2f} ms, "
+                  f"max {late.max():.2f} ms; overruns {log.overruns}; chunks {len(log.chunk_latency_s)}")  # fmt: skip
+        for _, event in log.events[-10:]:
+            print(f"  {event}")
+        if args.plot and log.t:
+            from vla.runtime.review import plot_run
+
+            print(f"plot: {plot_run(log, args.plot)}")
+
+
+def _keys(loop, recorder) -> None:
+    """Read commands from stdin in the background (line by line) when it is a terminal or a pipe."""
+
+    def read() -> None:
+        for line in sys.stdin:
+            key = line.strip().lower()[:1]
+            with contextlib.suppress(ValueError):
+                if key == "p":
+                    loop.request_mode("policy")
+                elif key == "t":
+                    loop.request_mode("teleop")
+                elif key == "e" and recorder is not None:
+                    recorder.end_episode()
+                elif key == "q":
+                    loop.stop()
+                    return
+
+    if sys.stdin is not None and not sys.stdin.closed:
+        threading.Thread(target=read, name="keys", daemon=True).start()

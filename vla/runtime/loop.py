@@ -1,0 +1,207 @@
+"""The control loop: one action to the robot every tick, whatever inference, cameras or the operator do.
+
+Each tick, on an absolute schedule (`vla.runtime.rt.Ticker`):
+  read the arm -> take the latest camera frames -> publish the observation to the inference worker -> take in any
+  chunk that arrived -> maybe request the next one -> choose the action (policy or operator, blended at
+  handovers) -> watchdog -> send it through the follower's safety layer -> log.
+Nothing in a tick waits for inference or a camera: the worker runs in its own process and frames are read from
+shared memory as they are.
+
+Handover: `request_mode("policy")` / `request_mode("teleop")` (a key in `vla deploy`, or automatic when the
+operator moves the leader while the policy drives) switches the source; the command then blends linearly from the
+last commanded pose to the new source over `blend_s`, or longer when the gap is wide (at most `handover_speed`),
+so neither direction jumps (and the follower's step limit holds regardless).
+
+Watchdog: in policy mode, a tick without a fresh policy action holds the last command; after `safe_after_s`
+without one, the configured safe state applies ("hold": keep holding and resume when actions return;
+"release": torque off and stop).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+
+from vla.runtime.chunking import make_strategy
+from vla.runtime.rt import RealtimeStatus, Ticker, enable_realtime
+from vla.runtime.worker import ChunkReady, InferenceWorker
+
+POLICY, HUMAN, HOLD = 0, 1, 2  # the source of each tick's command, as logged and recorded
+
+
+class RobotIO(Protocol):
+    names: tuple[str, ...]
+
+    def read(self) -> np.ndarray: ...
+    def frames(self) -> dict[str, np.ndarray]: ...
+    def send(self, action: np.ndarray) -> np.ndarray: ...
+    def release(self) -> None: ...
+
+
+class TeleopIO(Protocol):
+    def read(self) -> np.ndarray: ...
+
+
+@dataclass
+class LoopConfig:
+    fps: float = 30.0
+    strategy: str = "rtc"
+    execute: int | None = None  # actions of each chunk executed before the next request (default: half)
+    blend_s: float = 0.5  # handovers blend over at least this long ...
+    handover_speed: float = 45.0  # ... and long enough that closing the gap needs at most this (units/s)
+    safe_after_s: float = 1.0
+    safe_state: str = "hold"  # "hold" | "release"
+    takeover_deg: float = 4.0  # leader motion (while the policy drives) that hands control to the operator
+    realtime: bool = True
+
+
+@dataclass
+class RunLog:
+    """Per tick: time, lateness, source, command, measured state, whether a chunk took over; per chunk: latency."""
+
+    names: tuple[str, ...]
+    t: list[float] = field(default_factory=list)
+    lateness: list[float] = field(default_factory=list)
+    source: list[int] = field(default_factory=list)
+    command: list[np.ndarray] = field(default_factory=list)
+    measured: list[np.ndarray] = field(default_factory=list)
+    switch: list[bool] = field(default_factory=list)
+    chunk_latency_s: list[float] = field(default_factory=list)
+    events: list[tuple[float, str]] = field(default_factory=list)
+    realtime: str = ""
+    stop_reason: str = ""
+    overruns: int = 0  # ticks skipped because one ran over a whole period
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        return {"t": np.array(self.t), "lateness": np.array(self.lateness), "source": np.array(self.source),
+                "command": np.array(self.command), "measured": np.array(self.measured),
+                "switch": np.array(self.switch)}  # fmt: skip
+
+
+class ControlLoop:
+    def __init__(self, robot: RobotIO, worker: InferenceWorker | None, config: LoopConfig,
+                 teleop: TeleopIO | None = None, on_tick=None):  # fmt: skip
+        """`on_tick(tick, observation_state, frames, command, source)`: e.g. the intervention recorder."""
+        if worker is None and teleop is None:
+            raise ValueError("a control loop needs a policy worker, a teleoperator, or both")
+        if config.safe_state not in ("hold", "release"):
+            raise ValueError(f"safe_state must be 'hold' or 'release', not '{config.safe_state}'")
+        self.robot, self.worker, self.config, self.teleop, self.on_tick = robot, worker, config, teleop, on_tick
+        chunk = worker.spec.chunk_size if worker is not None and worker.spec is not None else 1
+        self.strategy = make_strategy(config.strategy, chunk, config.execute)
+        self.mode = "teleop" if teleop is not None else "policy"
+        self._requested: str | None = None
+        self._stop = threading.Event()
+        self.log = RunLog(tuple(robot.names))
+
+    # -- control from other threads -----------------------------------------------------------------------
+    def request_mode(self, mode: str) -> None:
+        if mode not in ("policy", "teleop"):
+            raise ValueError(f"mode must be 'policy' or 'teleop', not '{mode}'")
+        if (mode == "teleop" and self.teleop is None) or (mode == "policy" and self.worker is None):
+            raise ValueError(f"cannot switch to {mode}: nothing to take control")
+        self._requested = mode
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    # -- the loop -------------------------------------------------------------------------------------------
+    def run(self, duration_s: float | None = None, max_ticks: int | None = None) -> RunLog:
+        cfg = self.config
+        rt = enable_realtime() if cfg.realtime else RealtimeStatus(False, False, ["real-time: off (as asked)"])
+        self.log.realtime = str(rt)
+        ticker = Ticker(cfg.fps)
+        min_blend = max(1, round(cfg.blend_s * cfg.fps))
+        command = self.robot.read()
+        blend_from, blend_start, blend_ticks = command.copy(), -min_blend, min_blend
+        last_fresh = 0
+        leader_ref: np.ndarray | None = None
+        if self.mode == "policy" and self.worker is not None:
+            self.strategy.reset()
+        limit = max_ticks if max_ticks is not None else None if duration_s is None else round(duration_s * cfg.fps)
+        ticker.start()
+        tick = 0
+        while not self._stop.is_set():
+            if limit is not None and tick >= limit:
+                self.log.stop_reason = "duration"
+                break
+            now = time.monotonic()
+            state = self.robot.read()
+            frames = self.robot.frames()
+            leader = self.teleop.read() if self.teleop is not None else None
+
+            switch = False
+            if self.worker is not None:
+                self.worker.publish(tick, state, frames)
+                for event in self.worker.poll():
+                    if isinstance(event, ChunkReady):
+                        self.strategy.receive(event.chunk, event.tick, tick)
+                        self.log.chunk_latency_s.append((tick - event.tick) / cfg.fps)
+                        switch = True
+                    else:
+                        self.strategy.fail()
+                        self.log.events.append((now, f"inference failed: {event.message}"))
+
+            # -- who drives --------------------------------------------------------------------------------
+            mode = self._requested or self.mode
+            if mode == "policy" and self.mode == "teleop" and leader is not None:
+                leader_ref = leader.copy()  # operator motion is measured from here
+            if (self.mode == "policy" and leader is not None and leader_ref is not None
+                    and np.abs(leader - leader_ref)[:-1].max() > cfg.takeover_deg):  # fmt: skip
+                mode = "teleop"
+                self.log.events.append((now, "operator took over"))
+            if mode != self.mode:
+                self.mode, blend_from, blend_start, blend_ticks = mode, command.copy(), tick, min_blend
+                self.log.events.append((now, f"control -> {mode}"))
+                if mode == "policy":
+                    self.strategy.reset()
+                    last_fresh = tick
+            self._requested = None
+
+            # -- the target of this tick -------------------------------------------------------------------
+            source = HUMAN
+            if self.mode == "teleop":
+                assert leader is not None
+                target = leader
+            else:
+                if self.worker is not None and not self.worker.busy:
+                    req = self.strategy.request(tick)
+                    if req is not None:
+                        self.worker.request(req)
+                action = self.strategy.action(tick)
+                if action is not None:
+                    target, source, last_fresh = action, POLICY, tick
+                else:
+                    target, source = command, HOLD
+                    if (tick - last_fresh) / cfg.fps > cfg.safe_after_s:
+                        self.log.events.append((now, f"watchdog: no fresh action for {cfg.safe_after_s:.1f} s"))
+                        if cfg.safe_state == "release":
+                            self.robot.release()
+                            self.log.stop_reason = "watchdog"
+                            break
+                        last_fresh = tick  # keep holding; say so again after another period
+            if tick == blend_start or (tick == 0 and self.mode == "teleop"):  # a handover starts: how long to blend
+                gap = float(np.abs(np.asarray(target, np.float32) - blend_from).max())
+                blend_start = tick
+                blend_ticks = max(min_blend, int(np.ceil(gap / cfg.handover_speed * cfg.fps)))
+            alpha = min(1.0, (tick - blend_start) / blend_ticks)
+            wanted = (1 - alpha) * blend_from + alpha * np.asarray(target, np.float32)
+            command = self.robot.send(wanted)
+
+            self.log.t.append(now - ticker.t0)
+            self.log.lateness.append(ticker.lateness[-1] if ticker.lateness else 0.0)
+            self.log.source.append(source)
+            self.log.command.append(command.copy())
+            self.log.measured.append(state.copy())
+            self.log.switch.append(switch)
+            if self.on_tick is not None:
+                self.on_tick(tick, state, frames, command, source)
+            tick = ticker.wait()
+        else:
+            self.log.stop_reason = self.log.stop_reason or "stopped"
+        self.log.overruns = ticker.overruns
+        return self.log
