@@ -4,7 +4,7 @@ VENV  := .venv
 PY    := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench bench-model bench-bus bench-sim lint clean
+.PHONY: demo test bench bench-model bench-bus bench-sim bench-loop bench-data bench-server lint clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -18,7 +18,7 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -q
 
-bench: bench-model bench-bus bench-sim
+bench: bench-model bench-bus bench-sim bench-loop bench-data bench-server
 
 bench-model: $(STAMP)
 	$(PY) benchmarks/bench_model.py
@@ -28,6 +28,15 @@ bench-bus: $(STAMP)
 
 bench-sim: $(STAMP)
 	$(PY) benchmarks/bench_sim.py
+
+bench-loop: $(STAMP)
+	$(PY) benchmarks/bench_loop.py
+
+bench-data: $(STAMP)
+	$(PY) benchmarks/bench_data.py
+
+bench-server: $(STAMP)
+	$(PY) benchmarks/bench_server.py
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -100,3 +100,17 @@ def test_delay_estimate_ignores_a_single_hiccup() -> None:
 def test_unknown_strategy_is_named() -> None:
     with pytest.raises(ValueError, match="choose one of sync, async, rtc, ensemble"):
         make_strategy("magic", 10)
+
+
+def test_simulated_latency_harness_in_the_sim() -> None:
+    """`vla chunking-eval`'s harness: sync holds the arm during inference, real-time chunking does not."""
+    from vla.envs.so101 import FEATURE_NAMES
+    from vla.runtime.evaluate import evaluate_chunking, format_table
+    from vla.runtime.policy import ScriptedPolicy
+
+    spec = PolicySpec(20, FEATURE_NAMES, FEATURE_NAMES, {"front": (96, 96), "wrist": (96, 96)}, 30.0, True)
+    results = evaluate_chunking(ScriptedPolicy(spec), "so101/reach", ["sync", "rtc"], [0.2], episodes=1,
+                                execute=8, progress=False)  # fmt: skip
+    sync, rtc = results
+    assert sync.hold_fraction > 0.3 and rtc.hold_fraction < 0.15, format_table(results)
+    assert rtc.switch_jump_max < 1.0  # the scripted policy continues the prefix it is given

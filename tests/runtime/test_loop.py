@@ -125,3 +125,35 @@ def test_handover_in_both_directions_blends_without_jumps(rig, virtual_arm) -> N
     # the blend, not the safety clamp, made both handovers smooth
     for start in (to_policy, back):
         assert not [t for t in limited if start <= t < start + 15], (start, limited)
+
+
+def test_killing_the_policy_server_triggers_the_watchdog(rig, tmp_path) -> None:
+    """The policy runs behind `vla serve` (the remote-GPU setup); the server dies mid-run: the loop holds, then
+    applies the safe state, and never stalls on the dead connection."""
+    from runtime_helpers import spawn_server
+
+    arm, _follower, io = rig
+    server, url = spawn_server("--policy", "scripted", "--port", "0", "--camera", "front:96x96", "--camera",
+                               "wrist:96x96", "--chunk-size", "30", log=tmp_path / "server.log")  # fmt: skip
+    try:
+        worker = InferenceWorker(PolicySource("remote", path=url), state_dim=6,
+                                 cameras={"front": (96, 96), "wrist": (96, 96)}, task="reach")  # fmt: skip
+        worker.start(timeout=60)
+        loop = ControlLoop(io, worker, LoopConfig(fps=30, strategy="rtc", safe_after_s=0.5, safe_state="release",
+                                                  realtime=False))  # fmt: skip
+        killer = threading.Timer(1.0, server.kill)
+        killer.start()
+        try:
+            log = loop.run(duration_s=8.0)
+        finally:
+            killer.cancel()
+            worker.stop()
+    finally:
+        server.kill()
+        server.wait()
+    data = log.arrays()
+    assert (data["source"][:25] == POLICY).mean() > 0.5  # it was driving through the server
+    assert log.stop_reason == "watchdog" and data["t"][-1] < 4.0, (log.stop_reason, data["t"][-1])
+    assert any("inference failed" in e for _, e in log.events)
+    assert np.abs(np.diff(data["lateness"])).max() < 0.05  # the dead server never stalled a tick
+    assert not any(s.torque for s in arm.servos.values())

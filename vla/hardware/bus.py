@@ -66,6 +66,8 @@ class ServoBus:
         self.timeout, self.retries, self.settle = timeout, retries, settle
         self.stats = BusStats()
         self._lock = threading.RLock()
+        self._dirty = True  # input may hold stale bytes: flush before the next request (cleared by clean replies)
+        self._packets: dict[tuple, bytes] = {}  # sync-read requests, the same every control tick
 
     @property
     def name(self) -> str:
@@ -89,6 +91,7 @@ class ServoBus:
             self.port.flush_input()
             self.port.write(p.instruction(p.broadcast_id, PING))
             buf = bytearray(self.port.read_until(4096, time.monotonic() + wait))
+            self._dirty = True
         found: dict[int, Status] = {}
         while buf:
             try:
@@ -130,7 +133,13 @@ class ServoBus:
         p = self.protocol
 
         def packet(pending: list[int]) -> bytes:
-            return p.instruction(p.broadcast_id, SYNC_READ, p.sync_read_params(address, size, pending))
+            key = (address, size, *pending)
+            if key not in self._packets:
+                if len(self._packets) > 64:
+                    self._packets.clear()
+                params = p.sync_read_params(address, size, pending)
+                self._packets[key] = p.instruction(p.broadcast_id, SYNC_READ, params)
+            return self._packets[key]
 
         status = self._transact(packet, list(ids), size, f"sync read {size} bytes at {address}")
         return self._values(status, check_status)
@@ -176,7 +185,9 @@ class ServoBus:
         """Send `packet` and collect one status packet with `n_params` parameter bytes from each of `ids`."""
         p, port = self.protocol, self.port
         expected = len(ids) * p.status_size(n_params)
-        port.flush_input()
+        if self._dirty:
+            port.flush_input()
+        self._dirty = True
         port.write(packet)
         sent = time.monotonic()
         on_wire = (len(packet) + expected) * port.byte_time  # the replies cannot be complete before this
@@ -185,6 +196,7 @@ class ServoBus:
         buf = bytearray(port.read_until(expected, deadline, not_before))
         got = p.parse_block(buf, ids, n_params)
         if got is not None:  # the usual case: every reply complete, in order, nothing else
+            self._dirty = False  # nothing left over, so the next request needs no flush
             return got, False
         got = {}
         consumed = 0
