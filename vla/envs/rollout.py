@@ -53,19 +53,11 @@ class CheckpointActor:
 
     def __init__(self, path: str | Path, device: str = "cpu"):
         import torch
-        from lerobot.policies.factory import make_pre_post_processors
 
-        import lerobot_policy_vla  # noqa: F401  (registers the policy type)
         from vla.policies.modeling_vla import VLAPolicy
 
         self.torch = torch
-        self.policy = VLAPolicy.from_pretrained(str(path))
-        self.policy.config.device = device
-        self.policy.to(device).eval()
-        overrides = {"device_processor": {"device": device}}
-        self.pre, self.post = make_pre_post_processors(
-            self.policy.config, pretrained_path=str(path), preprocessor_overrides=overrides
-        )
+        self.policy, self.pre, self.post = VLAPolicy.load_for_inference(path, device)
 
     def reset(self) -> None:
         self.policy.reset()

@@ -51,10 +51,12 @@ def guidance_scale(t: float, beta: float) -> float:
 
 
 def guided_velocity(model: VLAModel, x_t: torch.Tensor, t: torch.Tensor, cache: PrefixCache, target: torch.Tensor,
-                    weights: torch.Tensor, beta: float, jacobian: bool = True) -> torch.Tensor:  # fmt: skip
+                    weights: torch.Tensor, beta: float, jacobian: bool = True,
+                    t_value: float | None = None) -> torch.Tensor:  # fmt: skip
     """v at x_t (B, H, A) plus the clipped inpainting guidance towards `target` (B, H, A) with `weights` (H,).
 
     `jacobian=False` reproduces LeRobot 0.4.4 (v computed without gradients, so J = identity) for comparison.
+    `t_value`: the flow time as a Python float when the caller has it (saves a device sync per step).
     """
     with torch.enable_grad():
         x = x_t.detach().requires_grad_(True)
@@ -67,7 +69,7 @@ def guided_velocity(model: VLAModel, x_t: torch.Tensor, t: torch.Tensor, cache: 
         a_hat = x - tt * v
         error = (target - a_hat).detach() * weights[None, :, None]
         (g,) = torch.autograd.grad(a_hat, x, grad_outputs=error)
-    scale = guidance_scale(float(t.reshape(-1)[0]), beta)
+    scale = guidance_scale(float(t.reshape(-1)[0]) if t_value is None else t_value, beta)
     return v.detach() - scale * g
 
 
@@ -84,8 +86,9 @@ def sample_guided(model: VLAModel, obs: Observation, target: torch.Tensor, delay
     weights = prefix_weights(cfg.chunk_size, delay, overlap, dev)
     cache = model.fill_cache(obs, cfg.chunk_size)
     for i in range(steps):
-        t = torch.full((b,), 1.0 - i / steps, device=dev)
-        x = x - guided_velocity(model, x, t, cache, target, weights, beta, jacobian) / steps
+        t_value = 1.0 - i / steps
+        t = torch.full((b,), t_value, device=dev)
+        x = x - guided_velocity(model, x, t, cache, target, weights, beta, jacobian, t_value) / steps
     return x
 
 

@@ -72,6 +72,21 @@ class VLAPolicy(PreTrainedPolicy):
         finally:
             _loading_checkpoint.reset(token)
 
+    @classmethod
+    def load_for_inference(cls, path: str | Path, device: str = "cpu") -> tuple[VLAPolicy, Any, Any]:
+        """A checkpoint in eval mode on `device`, with the pre- and postprocessors saved beside it."""
+        from lerobot.policies.factory import make_pre_post_processors
+
+        import lerobot_policy_vla  # noqa: F401  (registers the policy type and processor steps)
+
+        policy = cls.from_pretrained(str(path))
+        policy.config.device = device
+        policy.to(device).eval()
+        overrides = {"device_processor": {"device": device}}
+        pre, post = make_pre_post_processors(policy.config, pretrained_path=str(path),
+                                             preprocessor_overrides=overrides)  # fmt: skip
+        return policy, pre, post
+
     # ------------------------------------------------------------------ LeRobot interface
     def reset(self) -> None:
         self._queue.clear()

@@ -27,20 +27,12 @@ RTC_MODES = ("auto", "training", "guidance", "off")
 class CheckpointPolicy:
     def __init__(self, path: str | Path, device: str = "cpu", rtc_mode: str = "auto", beta: float = 5.0,
                  fps: float = 30.0):  # fmt: skip
-        from lerobot.policies.factory import make_pre_post_processors
-
-        import lerobot_policy_vla  # noqa: F401  (registers the policy type)
         from vla.policies.modeling_vla import VLAPolicy
 
         if rtc_mode not in RTC_MODES:
             raise ValueError(f"rtc_mode must be one of {RTC_MODES}, not '{rtc_mode}'")
         self.rtc_mode, self.beta, self.device = rtc_mode, beta, device
-        self.policy = VLAPolicy.from_pretrained(str(path))
-        self.policy.config.device = device
-        self.policy.to(device).eval()
-        overrides = {"device_processor": {"device": device}}
-        self.pre, self.post = make_pre_post_processors(self.policy.config, pretrained_path=str(path),
-                                                       preprocessor_overrides=overrides)  # fmt: skip
+        self.policy, self.pre, self.post = VLAPolicy.load_for_inference(path, device)
         config = self.policy.config
         cameras = {key.removeprefix("observation.images."): (int(ft.shape[1]), int(ft.shape[2]))
                    for key, ft in config.image_features.items()}  # fmt: skip

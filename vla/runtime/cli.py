@@ -83,12 +83,8 @@ def load_policy(args: argparse.Namespace) -> ChunkPolicy:
     if not path.is_dir():
         raise SystemExit(f"--policy {path}: no such checkpoint directory; pass a pretrained_model directory or "
                          "'scripted'")  # fmt: skip
-    try:
-        from vla.runtime.checkpoint import load_checkpoint_policy
-    except ModuleNotFoundError as err:
-        if err.name != "vla.runtime.checkpoint":
-            raise
-        raise SystemExit("this installation cannot load checkpoints (vla.runtime.checkpoint is missing)") from None
+    from vla.runtime.checkpoint import load_checkpoint_policy  # imports torch: only when serving a checkpoint
+
     policy: ChunkPolicy = load_checkpoint_policy(path, args.device)
     return policy
 

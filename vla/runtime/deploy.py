@@ -93,8 +93,9 @@ def _policy_source(args: argparse.Namespace, names: tuple[str, ...]):
     from vla.runtime.worker import PolicySource
 
     if args.server:
-        token = args.token_file.read_text().strip() if args.token_file else None
-        return PolicySource("remote", path=args.server, token=token)
+        from vla.runtime.cli import read_token
+
+        return PolicySource("remote", path=args.server, token=read_token(args.token_file) if args.token_file else None)
     if args.policy == "scripted":
         cameras = {"front": [96, 96], "wrist": [96, 96]}
         spec = {"chunk_size": 50, "action_names": list(names), "state_names": list(names), "cameras": cameras,
