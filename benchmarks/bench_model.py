@@ -4,7 +4,9 @@ For each preset (`small`, `smolvla` by default): inference latency per action ch
 backbone's resolution, chunk 50, 10 Euler steps) and training samples/s (forward, backward, AdamW step), as
 medians, with the ratio ours/theirs and the achieved GFLOP/s (FLOPs from torch's flop counter for one chunk or
 one training step of each implementation). Random weights, offline configs, float32 unless a row says bfloat16;
-the bfloat16 row also reports how far its actions are from float32's.
+the bfloat16 row also reports how far its actions are from float32's. The `compiled` row is float32 with
+`--policy.compile=true` (inference only: compiling changes nothing in training); its compile happens in the
+warm-up and is reported separately.
 
     python benchmarks/bench_model.py [--presets small smolvla] [--repeats 5]
 """
@@ -33,6 +35,7 @@ from vla.policies.modeling_vla import VLAPolicy
 
 CAM, STATE_DIM, ACTION_DIM, TOKENS = "observation.images.front", 6, 6, 16
 TRAIN_BATCH = {"small": 32, "smolvla": 8, "tiny": 32}
+COMPILED = "ours float32 compiled"
 
 
 def features(size: int) -> tuple[dict[str, PolicyFeature], dict[str, PolicyFeature]]:
@@ -98,15 +101,17 @@ def bench_preset(name: str, repeats: int, tmp: Path) -> list[dict[str, Any]]:
     torch.manual_seed(0)
     theirs = make_smolvla(cfg, save_local_vlm(cfg, tmp / name), inputs, outputs).eval()
     policies: dict[str, Any] = {"LeRobot SmolVLA": theirs}
-    for dtype in ("float32", "bfloat16"):
+    for label, dtype, compile_ in (("ours float32", "float32", False), ("ours bfloat16", "bfloat16", False),
+                                   (COMPILED, "float32", True)):
         ours = VLAConfig(preset=name, dtype=dtype, freeze_vlm=True, chunk_size=cfg.chunk_size,
-                         n_action_steps=cfg.chunk_size,
+                         n_action_steps=cfg.chunk_size, compile=compile_,
                          num_steps=cfg.num_steps, device="cpu", push_to_hub=False)
         ours.input_features, ours.output_features = dict(inputs), dict(outputs)
         torch.manual_seed(0)
-        policies[f"ours {dtype}"] = VLAPolicy(ours).eval()
-    # the bfloat16 row runs the same weights as the float32 row
-    policies["ours bfloat16"].load_state_dict(policies["ours float32"].state_dict())
+        policies[label] = VLAPolicy(ours).eval()
+    # the bfloat16 and compiled rows run the same weights as the float32 row
+    for label in ("ours bfloat16", COMPILED):
+        policies[label].load_state_dict(policies["ours float32"].state_dict())
 
     def infer_fn(policy: Any) -> Callable[[], torch.Tensor]:
         def infer() -> torch.Tensor:
@@ -115,24 +120,34 @@ def bench_preset(name: str, repeats: int, tmp: Path) -> list[dict[str, Any]]:
         return infer
 
     infers = {label: infer_fn(p) for label, p in policies.items()}
+    start = time.perf_counter()
+    infers[COMPILED]()
+    compile_s = time.perf_counter() - start
     infer_s = interleaved_medians(infers, repeats)
     actions = {label: fn() for label, fn in infers.items()}
-    infer_flops = {label: flops(fn) for label, fn in infers.items()}
-    steps = {label: train_step_fn(p, train_batch) for label, p in policies.items()}
+    infer_flops = {label: flops(fn) for label, fn in infers.items() if label != COMPILED}
+    infer_flops[COMPILED] = infer_flops["ours float32"]  # the same arithmetic; the counter cannot see into it
+    trained = {label: p for label, p in policies.items() if label != COMPILED}
+    steps = {label: train_step_fn(p, train_batch) for label, p in trained.items()}
     train_flops = {label: flops(fn) for label, fn in steps.items()}
     train_s = interleaved_medians(steps, max(2, repeats // 2))
     reference = actions["ours float32"]
     rows = []
     for label, policy in policies.items():
         policy.eval()
-        rows.append({"preset": name, "impl": label, "params_m": sum(p.numel() for p in policy.parameters()) / 1e6,
-                     "infer_ms": infer_s[label] * 1e3, "infer_gflops": infer_flops[label] / infer_s[label] / 1e9,
-                     "chunk_gflop": infer_flops[label] / 1e9, "train_sps": TRAIN_BATCH[name] / train_s[label],
-                     "train_gflops": train_flops[label] / train_s[label] / 1e9, "actions": actions[label]})
+        row = {"preset": name, "impl": label, "params_m": sum(p.numel() for p in policy.parameters()) / 1e6,
+               "infer_ms": infer_s[label] * 1e3, "infer_gflops": infer_flops[label] / infer_s[label] / 1e9,
+               "chunk_gflop": infer_flops[label] / 1e9, "actions": actions[label]}
+        if label in train_s:
+            row |= {"train_sps": TRAIN_BATCH[name] / train_s[label],
+                    "train_gflops": train_flops[label] / train_s[label] / 1e9}
+        rows.append(row)
     for row in rows:
-        if row["impl"] == "ours bfloat16" and reference is not None:
-            diff = (row["actions"] - reference).abs().max() / reference.abs().max()
+        diff = float((row["actions"] - reference).abs().max() / reference.abs().max())
+        if row["impl"] == "ours bfloat16":
             row["note"] = f"max |bf16 - fp32| / max |fp32| = {diff:.3f}"
+        elif row["impl"] == COMPILED:
+            row["note"] = f"compile {compile_s:.0f} s; max |compiled - eager| / max |eager| = {diff:.1e}"
     return rows
 
 
@@ -143,9 +158,21 @@ def print_table(rows: list[dict[str, Any]]) -> None:
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         b = base[r["preset"]]
+        train = (f"{r['train_sps']:.2f} | {r['train_gflops']:.0f} | {r['train_sps'] / b['train_sps']:.2f}x"
+                 if "train_sps" in r else "- | - | -")
         print(f"| {r['preset']} | {r['impl']} | {r['params_m']:.1f} | {r['infer_ms']:.1f} | {r['chunk_gflop']:.2f} | "
-              f"{r['infer_gflops']:.0f} | {b['infer_ms'] / r['infer_ms']:.2f}x | {r['train_sps']:.2f} | "
-              f"{r['train_gflops']:.0f} | {r['train_sps'] / b['train_sps']:.2f}x | {r.get('note', '')} |")
+              f"{r['infer_gflops']:.0f} | {b['infer_ms'] / r['infer_ms']:.2f}x | {train} | {r.get('note', '')} |")
+
+
+def cpu_bf16_support() -> str:
+    """Whether this CPU has AMX (fast bfloat16 matmuls) or only AVX-512 BF16: bfloat16 rows depend on it."""
+    try:
+        flags = set(Path("/proc/cpuinfo").read_text().split())
+    except OSError:
+        return "CPU flags unknown"
+    if "amx_bf16" in flags:
+        return "CPU has AMX (bfloat16 matmuls fast)"
+    return "CPU has AVX-512 BF16 but no AMX" if "avx512_bf16" in flags else "CPU has no bfloat16 instructions"
 
 
 def main() -> None:
@@ -153,7 +180,7 @@ def main() -> None:
     parser.add_argument("--presets", nargs="+", default=["small", "smolvla"], choices=sorted(PRESETS))
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device cpu")
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device cpu, {cpu_bf16_support()}")
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.presets:

@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from vla.model import rtc
+from vla.model import fused, rtc
 from vla.model.backbone import Backbone
 from vla.model.config import VLAModelConfig
 from vla.model.expert import ActionExpert, ExpertLayer
@@ -52,6 +52,16 @@ class PrefixCache:
     cross_mask: torch.Tensor  # (B, 1, 1, P) bool
     cos: torch.Tensor  # (B, 1, H, hd) rotary tables at the action positions
     sin: torch.Tensor
+    fast: FastExpert | None = None  # eval mode: what `vla.model.fused` runs the expert with
+
+
+@dataclass
+class FastExpert:
+    layers: list[fused.FusedLayer]
+    self_mask: torch.Tensor  # additive (0 / -inf) versions of the masks above, in the compute dtype
+    cross_mask: torch.Tensor
+    cos: torch.Tensor
+    signed_sin: torch.Tensor
 
 
 class VLAModel(nn.Module):
@@ -68,8 +78,21 @@ class VLAModel(nn.Module):
         self.action_time_mlp_out = nn.Linear(ew, ew)
         self.action_out_proj = nn.Linear(ew, cfg.max_action_dim)
         self.rotary = Rotary(cfg.text.head_dim, cfg.text.rope_theta)
+        self._fused_expert = fused.FusedCache()
+        self._fused_vlm = fused.FusedCache()
         if cfg.freeze_vlm:
             self.backbone.requires_grad_(False)
+
+    def compile_inference(self) -> None:
+        """torch.compile the eval-mode fast path (`_vlm_kv_fast`, `_denoise_fast`); one compile per input shape."""
+        self._vlm_kv_fast = torch.compile(self._vlm_kv_fast, dynamic=False)  # type: ignore[method-assign]
+        self._denoise_fast = torch.compile(self._denoise_fast, dynamic=False)  # type: ignore[method-assign]
+
+    @property
+    def fast_path(self) -> bool:
+        """Whether layers run on fused weights (`vla.model.fused`): whenever no parameter gradient can be wanted,
+        i.e. unless training with autograd on. Inputs still get gradients (real-time chunking's guidance)."""
+        return not (self.training and torch.is_grad_enabled())
 
     # ------------------------------------------------------------------ embeddings
     def embed_prefix(self, obs: Observation) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -128,6 +151,29 @@ class VLAModel(nn.Module):
             x = mlp_block(layer, x)
         return out
 
+    def _vlm_kv_fast(self, x: torch.Tensor, positions: torch.Tensor, mask: torch.Tensor) -> list[KV]:
+        """`_vlm_kv` without `past`, on fused weights (eval mode, see `vla.model.fused`)."""
+        text = self.cfg.text
+        nh, nkv, hd = text.num_heads, text.num_kv_heads, text.head_dim
+        blocks = self.backbone.blocks
+        dtype = fused.compute_dtype(x)
+        layers = self._fused_vlm.get(blocks, [False] * len(blocks), dtype)
+        cos, signed_sin = fused.rotary_tables(*(table.to(dtype) for table in self.rotary(positions)))
+        mask = fused.additive_mask(mask, dtype)
+        b, length, width = x.shape
+        h = x.reshape(b * length, width).to(dtype)
+        out: list[KV] = []
+        for i, fl in enumerate(layers):
+            qkv = fused.linear(fused.norm(h, fl.eps), fl.w_in, fl.b_in).view(b, length, nh + 2 * nkv, hd)
+            qkv = qkv.transpose(1, 2)
+            qk = fused.rope(qkv[:, : nh + nkv], cos, signed_sin)
+            k, v = qk[:, nh:], qkv[:, nh + nkv :]
+            out.append((k, v))
+            if i == len(layers) - 1:
+                break  # as in `_vlm_kv`: the last layer's output is never used
+            h = fused.mlp(fl, fused.attention_out(fl, h, attention(qk[:, :nh], k, v, mask)))
+        return out
+
     def _prefix_kv(self, context: torch.Tensor, ctx_valid: torch.Tensor, state: torch.Tensor) -> list[KV]:
         """Per-layer keys/values of the prefix [context; state] (B, Hkv, Lc + 1, hd)."""
         b, dev = context.shape[0], context.device
@@ -137,7 +183,8 @@ class VLAModel(nn.Module):
             ar = torch.zeros(valid.shape[1], device=dev)
             ar[-1] = 1  # the state token sees the context; the context does not see it
             mask = make_attn_mask(valid, ar)[:, None]
-            return self._vlm_kv(torch.cat([context, state], dim=1), positions_from_mask(valid), mask)
+            run = self._vlm_kv_fast if self.fast_path else self._vlm_kv
+            return run(torch.cat([context, state], dim=1), positions_from_mask(valid), mask)
         # Training a frozen VLM: the context depends on no trainable weight, so it runs without autograd, and
         # only the state token (which the trainable state projection feeds) goes through with gradients.
         with torch.no_grad():
@@ -165,10 +212,22 @@ class VLAModel(nn.Module):
                                causal.expand(b, 1, chunk_len, chunk_len)], dim=-1)
         steps = torch.arange(chunk_len, device=dev)
         cos, sin = self.rotary(ctx_valid.sum(dim=1, keepdim=True) + 1 + steps)
-        return PrefixCache(keys, values, self_mask, prefix_valid[:, None, None, :], cos, sin)
+        cache = PrefixCache(keys, values, self_mask, prefix_valid[:, None, None, :], cos, sin)
+        if self.fast_path:
+            cache.fast = self._fast_expert(cache, fused.compute_dtype(keys[0]))
+        return cache
+
+    def _fast_expert(self, cache: PrefixCache, dtype: torch.dtype) -> FastExpert:
+        blocks = self.expert.blocks
+        layers = self._fused_expert.get(blocks, [layer.cross for layer in blocks], dtype)
+        cos, signed_sin = fused.rotary_tables(cache.cos.to(dtype), cache.sin.to(dtype))
+        return FastExpert(layers, fused.additive_mask(cache.self_mask, dtype),
+                          fused.additive_mask(cache.cross_mask, dtype), cos, signed_sin)
 
     def denoise_step(self, x_t: torch.Tensor, t: torch.Tensor, cache: PrefixCache) -> torch.Tensor:
         """Velocity v_t (B, H, A) at noisy actions x_t (B, H, A) and flow time t ((B,) or per-token (B, H))."""
+        if cache.fast is not None:
+            return self._denoise_fast(x_t, t, cache, cache.fast)
         h = self.embed_suffix(x_t, t)
         hd = self.cfg.text.head_dim
         for i, layer in enumerate(self.expert.blocks):
@@ -183,6 +242,28 @@ class VLAModel(nn.Module):
                 out = attention(q, k, v, cache.self_mask)
             h = mlp_block(layer, h + layer.self_attn.o_proj(merge_heads(out)))
         return self.action_out_proj(self.expert.norm(h))
+
+    def _denoise_fast(self, x_t: torch.Tensor, t: torch.Tensor, cache: PrefixCache, fast: FastExpert
+                      ) -> torch.Tensor:  # fmt: skip
+        """`denoise_step` on fused weights (see `vla.model.fused`): the same layers, fewer and larger operations."""
+        text = self.cfg.text
+        nh, nkv, hd = text.num_heads, text.num_kv_heads, text.head_dim
+        h = self.embed_suffix(x_t, t)
+        b, length, width = h.shape
+        h = h.reshape(b * length, width)
+        for i, (layer, fl) in enumerate(zip(self.expert.blocks, fast.layers, strict=True)):
+            x = fused.linear(fused.norm(h, fl.eps), fl.w_in, fl.b_in)
+            if layer.cross:
+                q = x.view(b, length, nh, hd).transpose(1, 2)
+                out = attention(q, cache.keys[i], cache.values[i], fast.cross_mask)
+            else:
+                qkv = x.view(b, length, nh + 2 * nkv, hd).transpose(1, 2)
+                qk = fused.rope(qkv[:, : nh + nkv], fast.cos, fast.signed_sin)
+                k = torch.cat([cache.keys[i], qk[:, nh:]], dim=2)
+                v = torch.cat([cache.values[i], qkv[:, nh + nkv :]], dim=2)
+                out = attention(qk[:, :nh], k, v, fast.self_mask)
+            h = fused.mlp(fl, fused.attention_out(fl, h, out))
+        return self.action_out_proj(self.expert.norm(h.view(b, length, width)))
 
     # ------------------------------------------------------------------ reference path
     def denoise_full(self, obs: Observation, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:

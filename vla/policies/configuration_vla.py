@@ -31,6 +31,9 @@ class VLAConfig(PreTrainedConfig):
     # backbone starts from random weights (a frozen random backbone is a poor feature extractor).
     freeze_vlm: bool | None = None
     dtype: str = "float32"  # "bfloat16": autocast the network (faster on GPUs and AMX CPUs)
+    # torch.compile the eval-mode fast path (prefix layers and denoising step). The first chunk of each input
+    # shape then takes a compile (about 15-20 s on a 2-core CPU); later chunks are faster. Training is unchanged.
+    compile: bool = False
 
     n_obs_steps: int = 1
     chunk_size: int = 50

@@ -56,6 +56,8 @@ class VLAPolicy(PreTrainedPolicy):
             # A frozen backbone needs no float32 master copy: store it in bfloat16 once instead of letting
             # autocast convert every weight on every call (for the 500M shape that conversion alone is costly).
             self.model.backbone.to(torch.bfloat16)
+        if config.compile:
+            self.model.compile_inference()
         self.camera_keys = list(config.image_features)
         action = config.action_feature
         assert action is not None  # validate_features guarantees it
