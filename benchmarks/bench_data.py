@@ -1,18 +1,20 @@
-"""`make bench` (data): frames/s of a training-style DataLoader over one dataset read three ways, in one run.
+"""`make bench` (data): frames/s of a training-style DataLoader over one dataset read four ways, in one run.
 
-The three readers of the same episodes: LeRobotDataset with video storage (PyAV decoding, the fallback this
-machine uses), LeRobotDataset with image storage (PNG in parquet), and our zarr frame cache (built from the video
-dataset, as a user would). For every combination of frame size (96x96, 224x224), cameras (1, 2) and DataLoader
-workers (0, 2): batch 32, shuffle, the frames/s over `--batches` batches after a warm-up batch, measured
-`--repeats` times round-robin over the three readers (so a burst of load on a shared machine hits all alike) and
-reported as the median. `--chunk 50` adds the action window the VLA trains on (`delta_timestamps`), which
+The readers of the same episodes: LeRobotDataset with video storage (PyAV decoding, the fallback this machine
+uses), LeRobotDataset with image storage (PNG in parquet), and our zarr frame cache (built from the video dataset,
+as a user would) twice: as a drop-in (float32 frames, what LeRobotDataset returns) and with uint8 frames (what
+`lerobot-train --policy.type=vla` uses; the conversion to float the policy then does is counted in its time).
+For every combination of frame size (96x96, 224x224), cameras (1, 2) and DataLoader workers (0, 2): batch 32,
+shuffle, the frames/s over `--batches` batches after warm-up batches (1, plus the 2 each worker prefetches),
+measured `--repeats` times round-robin over the readers (so a burst of load on a shared machine hits all alike)
+and reported as the median. `--chunk 50` adds the action window the VLA trains on (`delta_timestamps`), which
 LeRobot's image path is very slow at. Also the disk size of each dataset and of the cache, and
 the ratios the issue sets as targets (cache >= 5x video, >= 1x images, cache size <= image dataset size).
 
 The episodes come from the SO-101 sim (`so101/reach`, scripted expert) rendered once at 224x224; the 96x96
 datasets hold the same frames resized. Everything is written under a temporary directory and removed after.
 
-    python benchmarks/bench_data.py [--frames 1500] [--batches 6] [--repeats 3] [--sizes 96 224]
+    python benchmarks/bench_data.py [--frames 1500] [--batches 10] [--repeats 3] [--sizes 96 224]
                                     [--cameras 1 2] [--workers 0 2] [--chunk 0] [--json FILE] [--keep DIR]
 """
 
@@ -36,7 +38,7 @@ from vla.datasets.video import install_decoder_fallback
 
 CAMERAS = ("front", "wrist")
 FPS = 30
-READERS = ("LeRobot video (pyav)", "LeRobot images", "zarr cache")
+READERS = ("LeRobot video (pyav)", "LeRobot images", "zarr cache", "zarr cache uint8")
 
 
 def render(frames: int, size: int = 224, seed: int = 0) -> list[dict[str, Any]]:
@@ -96,15 +98,25 @@ def disk_mb(path: Path) -> float:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) / 1e6
 
 
+def to_float(batch: dict[str, Any]) -> None:
+    """What the VLA policy does with uint8 frames, counted in the uint8 reader's time: scale them to [0, 1]."""
+    for key, value in batch.items():
+        if isinstance(value, torch.Tensor) and value.dtype == torch.uint8:
+            batch[key] = value.float().div_(255)
+
+
 def frames_per_second(dataset: Any, workers: int, batches: int, seed: int = 0) -> float:
     loader = torch.utils.data.DataLoader(dataset, batch_size=32, shuffle=True, num_workers=workers, drop_last=True,
                                          generator=torch.Generator().manual_seed(seed),
                                          prefetch_factor=2 if workers else None)
     it = iter(loader)
-    next(it)  # warm-up: worker start, file opening
+    for _ in range(1 + 2 * workers):  # warm-up: worker start, file opening, and the batches prefetched meanwhile
+        next(it)
     start, n = time.perf_counter(), 0
     for _ in range(batches):
-        n += len(next(it)["index"])
+        batch = next(it)
+        to_float(batch)
+        n += len(batch["index"])
     elapsed = time.perf_counter() - start
     del it, loader
     return n / elapsed
@@ -113,7 +125,7 @@ def frames_per_second(dataset: Any, workers: int, batches: int, seed: int = 0) -
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--frames", type=int, default=1500, help="frames per dataset (whole episodes)")
-    parser.add_argument("--batches", type=int, default=6, help="timed batches of 32 per measurement")
+    parser.add_argument("--batches", type=int, default=10, help="timed batches of 32 per measurement")
     parser.add_argument("--repeats", type=int, default=3, help="measurements per reader (median reported)")
     parser.add_argument("--sizes", type=int, nargs="+", default=[96, 224])
     parser.add_argument("--cameras", type=int, nargs="+", default=[1, 2], choices=[1, 2])
@@ -154,6 +166,8 @@ def main() -> None:
                     READERS[0]: lambda v=video: LeRobotDataset("bench/data", root=v, video_backend="pyav",
                                                                delta_timestamps=windows),
                     READERS[1]: lambda i=images: LeRobotDataset("bench/data", root=i, delta_timestamps=windows),
+                    READERS[3]: lambda v=video: CachedLeRobotDataset("bench/data", root=v, delta_timestamps=windows,
+                                                                     progress=False, frame_dtype="uint8"),
                     READERS[2]: lambda v=video: CachedLeRobotDataset("bench/data", root=v, delta_timestamps=windows,
                                                                      progress=False),
                 }
@@ -184,14 +198,16 @@ def format_row(row: dict) -> str:
 
 
 def table(rows: list[dict], sizes: list[dict], args: argparse.Namespace) -> str:
-    video, images, cache = READERS
+    video, images, cache, cache8 = READERS
     lines = [f"Frames/s (samples/s; batch 32, shuffle, action window {args.chunk}; median of {args.repeats} runs of "
-             f"{args.batches} batches after a warm-up batch):", "",
-             f"| frames | cameras | workers | {video} | {images} | {cache} | cache / video | cache / images |",
-             "|---|---|---|---:|---:|---:|---:|---:|"]
+             f"{args.batches} batches after warm-up):", "",
+             f"| frames | cameras | workers | {video} | {images} | {cache} | {cache8} | cache / video | "
+             "cache / images | uint8 / video | uint8 / images |",
+             "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         lines.append(f"| {r['size']}x{r['size']} | {r['cameras']} | {r['workers']} | {r[video]:.0f} | {r[images]:.0f}"
-                     f" | {r[cache]:.0f} | {r[cache] / r[video]:.1f}x | {r[cache] / r[images]:.1f}x |")
+                     f" | {r[cache]:.0f} | {r[cache8]:.0f} | {r[cache] / r[video]:.1f}x | {r[cache] / r[images]:.1f}x |"
+                     f" {r[cache8] / r[video]:.1f}x | {r[cache8] / r[images]:.1f}x |")
     lines += ["", "Disk (MB) and cache build time:", "",
               "| frames | cameras | video dataset | image dataset | zarr cache | cache / image dataset | build |",
               "|---|---|---:|---:|---:|---:|---:|"]

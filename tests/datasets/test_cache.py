@@ -199,3 +199,43 @@ def test_lerobot_factory_hook_returns_the_cache(video_ds: Path, fresh_copy, monk
                                      video_backend="pyav", revision=None, episodes=None, image_transforms=None)
     assert isinstance(dataset, CachedLeRobotDataset)
     assert dataset[3]["action"].shape == (8, 3)
+
+
+def test_uint8_frames_are_the_float_frames_times_255(video_ds: Path, fresh_copy) -> None:  # type: ignore[no-untyped-def]
+    root = fresh_copy(video_ds)
+    floats = cached(root, delta_timestamps=WINDOWS)
+    raw = cached(root, delta_timestamps=WINDOWS, frame_dtype="uint8")
+    loader = torch.utils.data.DataLoader(raw, batch_size=8, num_workers=2, shuffle=False)
+    for b, batch in enumerate(loader):
+        rows = range(8 * b, 8 * b + len(batch["index"]))
+        for cam in (FRONT, WRIST):
+            assert batch[cam].dtype == torch.uint8
+            want = torch.stack([floats[i][cam] for i in rows])
+            assert torch.equal(batch[cam].float().div_(255), want), cam  # exactly what the policy computes
+        assert torch.equal(batch["action"], torch.stack([floats[i]["action"] for i in rows]))
+    # image transforms need floats: the dataset says so and returns them
+    assert cached(root, image_transforms=lambda x: x, frame_dtype="uint8")[0][FRONT].dtype == torch.float32
+    with pytest.raises(ValueError, match="frame_dtype"):
+        cached(root, frame_dtype="float16")
+
+
+def test_hook_picks_uint8_frames_only_for_the_vla_with_identity_image_normalisation() -> None:
+    from types import SimpleNamespace
+
+    from lerobot.configs.types import NormalizationMode
+
+    from vla.datasets.lerobot_hook import frame_dtype_for
+    from vla.policies.configuration_vla import VLAConfig
+
+    def train_cfg(policy: object, transforms: bool = False) -> SimpleNamespace:
+        return SimpleNamespace(policy=policy, dataset=SimpleNamespace(image_transforms=SimpleNamespace(
+            enable=transforms)))
+
+    vla = VLAConfig(push_to_hub=False)
+    assert frame_dtype_for(train_cfg(vla)) == "uint8"
+    assert frame_dtype_for(train_cfg(vla, transforms=True)) == "float32"
+    normalised = VLAConfig(push_to_hub=False, normalization_mapping={**vla.normalization_mapping,
+                                                                      "VISUAL": NormalizationMode.MEAN_STD})
+    assert frame_dtype_for(train_cfg(normalised)) == "float32"
+    assert frame_dtype_for(train_cfg(SimpleNamespace(type="act"))) == "float32"
+    assert frame_dtype_for(None) == "float32"

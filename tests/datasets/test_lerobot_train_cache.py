@@ -30,6 +30,7 @@ def test_lerobot_train_reads_the_cache(video_ds: Path, fresh_copy, tmp_path: Pat
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-5000:]
     assert "using frame cache" in out and "step:2" in out
+    assert "uint8 frames" in out  # the VLA takes the compact transport (it scales frames itself)
     checkpoint = tmp_path / "train" / "checkpoints" / "000002" / "pretrained_model"
     config = json.loads((checkpoint / "config.json").read_text())
     # the policy was built from the dataset lerobot-train made: frames at the cached size, not the stored 24x32

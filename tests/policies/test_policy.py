@@ -93,6 +93,20 @@ def test_random_backbone_trains_by_default_and_can_be_frozen() -> None:
     assert len(frozen.get_optim_params()) < len(policy.get_optim_params())
 
 
+def test_uint8_frames_give_the_actions_of_their_float_frames() -> None:
+    """The frame cache's uint8 transport (and raw camera images): the policy scales them by 1/255 itself."""
+    policy, pre, _ = build()
+    raw = raw_batch()
+    for cam in CAMERAS:
+        raw[cam] = (raw[cam] * 255).round().to(torch.uint8)  # type: ignore[attr-defined]
+    floats = {**raw, **{cam: raw[cam].float() / 255 for cam in CAMERAS}}  # type: ignore[attr-defined]
+    noise = torch.randn(2, 6, 8)
+    got = policy.predict_action_chunk(pre(raw), noise=noise)
+    assert torch.equal(got, policy.predict_action_chunk(pre(floats), noise=noise))
+    unscaled = {**raw, **{cam: raw[cam].float() for cam in CAMERAS}}  # type: ignore[attr-defined]
+    assert not torch.allclose(got, policy.predict_action_chunk(pre(unscaled), noise=noise))
+
+
 def test_missing_camera_is_masked_not_fatal() -> None:
     policy, pre, _ = build()
     raw = raw_batch()

@@ -13,6 +13,11 @@ What is unusual:
   the shards with `pread`, so memory does not grow with the dataset.
 - `open_dataset` picks this class or `LeRobotDataset` following `VLA_FRAME_CACHE` (auto, on, off); the LeRobot
   hook (lerobot_hook.py) routes `lerobot-train` through it.
+- `frame_dtype="uint8"` (not the default) returns frames as stored, uint8 in [0, 255], instead of float32: a
+  quarter of the bytes through DataLoader workers' shared memory, which at 224x224 costs more than decoding (a
+  float32 batch of 32 frames is 19 MB of fresh shared memory, page-faulted in by the worker). The VLA policy
+  accepts such frames (it divides by 255 itself, on its device), so `lerobot-train --policy.type=vla` uses this
+  when nothing needs float frames earlier (see lerobot_hook.py). With `image_transforms`, frames are float32.
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ log = logging.getLogger(__name__)
 
 ENV_VAR = "VLA_FRAME_CACHE"
 MODES = ("auto", "on", "off")
+FRAME_DTYPES = ("float32", "uint8")
 
 
 def torch_dtype(dtype: np.dtype) -> np.dtype:
@@ -47,7 +53,8 @@ def torch_dtype(dtype: np.dtype) -> np.dtype:
 class CachedLeRobotDataset(torch.utils.data.Dataset):
     """Reads a LeRobot v3 dataset through its frame cache; builds or rebuilds the cache when it is missing or stale.
 
-    Takes LeRobotDataset's reading arguments; `cache` and `size` choose the store and its frame size (HxW)."""
+    Takes LeRobotDataset's reading arguments; `cache` and `size` choose the store and its frame size (HxW);
+    `frame_dtype` is float32 (LeRobotDataset's frames) or uint8 (the stored bytes, see the module docstring)."""
 
     def __init__(
         self,
@@ -65,12 +72,16 @@ class CachedLeRobotDataset(torch.utils.data.Dataset):
         cache: str | Path | None = None,
         size: tuple[int, int] | None = None,
         progress: bool = True,
+        frame_dtype: str = "float32",
     ):
         from lerobot.datasets.lerobot_dataset import LeRobotDatasetMetadata
         from lerobot.datasets.utils import check_delta_timestamps, get_delta_indices
         from lerobot.utils.constants import HF_LEROBOT_HOME
 
         super().__init__()
+        if frame_dtype not in FRAME_DTYPES:
+            raise ValueError(f"frame_dtype={frame_dtype!r} is not one of {FRAME_DTYPES}")
+        self.frame_dtype = "float32" if image_transforms is not None else frame_dtype  # transforms expect floats
         self.repo_id = repo_id
         self.root = Path(root) if root else HF_LEROBOT_HOME / repo_id
         self.episodes = episodes
@@ -97,8 +108,9 @@ class CachedLeRobotDataset(torch.utils.data.Dataset):
         for key in manifest["lowdim"]:
             values = np.asarray(group[f"data/{key}"][...])
             self._lowdim[key] = np.ascontiguousarray(values, dtype=torch_dtype(values.dtype))
-        log.info("using frame cache %s (%s) for %s", self.cache_root,
-                 ", ".join(f"{c} {i['shape'][0]}x{i['shape'][1]}" for c, i in manifest["cameras"].items()), self.root)
+        log.info("using frame cache %s (%s; %s frames) for %s", self.cache_root,
+                 ", ".join(f"{c} {i['shape'][0]}x{i['shape'][1]}" for c, i in manifest["cameras"].items()),
+                 self.frame_dtype, self.root)
 
         self._from = np.asarray(self.meta.episodes["dataset_from_index"], dtype=np.int64)
         self._to = np.asarray(self.meta.episodes["dataset_to_index"], dtype=np.int64)
@@ -161,8 +173,9 @@ class CachedLeRobotDataset(torch.utils.data.Dataset):
         return self.num_frames
 
     def frame(self, camera: str, row: int) -> torch.Tensor:
-        """Frame of `camera` at dataset index `row`: (3, H, W) float32 in [0, 1]."""
-        return torch.from_numpy(self._frames[camera].chw(row)).to(torch.float32).div_(255)
+        """Frame of `camera` at dataset index `row`: (3, H, W) float32 in [0, 1], or uint8 with frame_dtype uint8."""
+        frame = torch.from_numpy(self._frames[camera].chw(row))
+        return frame if self.frame_dtype == "uint8" else frame.to(torch.float32).div_(255)
 
     def __getitem__(self, idx: int) -> dict[str, Any]:
         n = self.num_frames
@@ -212,13 +225,14 @@ def frame_cache_mode(mode: str | None = None) -> str:
 
 
 def open_dataset(repo_id: str, root: str | Path | None = None, *, mode: str | None = None,
-                 lerobot_cls: type | None = None, **kwargs: Any) -> Any:
+                 lerobot_cls: type | None = None, frame_dtype: str = "float32", **kwargs: Any) -> Any:
     """`CachedLeRobotDataset` or `LeRobotDataset` for the same arguments, by `mode` (default $VLA_FRAME_CACHE):
 
     - auto: the cache when one exists for the dataset (a stale one is rebuilt first), else LeRobotDataset;
     - on: the cache, building it when missing;
     - off: LeRobotDataset.
-    A dataset asked to re-sync from the hub (`force_cache_sync`) always goes to LeRobotDataset."""
+    A dataset asked to re-sync from the hub (`force_cache_sync`) always goes to LeRobotDataset. `frame_dtype`
+    applies to the cache only (LeRobotDataset's frames are always float32)."""
     from lerobot.datasets.lerobot_dataset import LeRobotDataset
     from lerobot.utils.constants import HF_LEROBOT_HOME
 
@@ -233,4 +247,5 @@ def open_dataset(repo_id: str, root: str | Path | None = None, *, mode: str | No
     ignored = sorted(k for k in kwargs if k not in reading_args)
     if ignored:
         log.info("frame cache: ignoring %s (recording options)", ignored)
-    return CachedLeRobotDataset(repo_id, root=local, **{k: v for k, v in kwargs.items() if k in reading_args})
+    return CachedLeRobotDataset(repo_id, root=local, frame_dtype=frame_dtype,
+                                **{k: v for k, v in kwargs.items() if k in reading_args})

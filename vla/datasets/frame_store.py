@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from vla.datasets.errors import DatasetError
 
@@ -252,12 +253,13 @@ class FrameArrayReader:
             if not up:
                 return np.ascontiguousarray(flat.reshape(h, w, c).transpose(2, 0, 1))
             # `flat` holds the vertical differences in (C, H, W) order; the delta ran along (W, C, H) order, so each
-            # column (w, c) continues from the sum of all columns before it in that order.
-            frame = np.cumsum(flat.reshape(c, h, w), axis=1, dtype=np.uint8)
-            totals = np.ascontiguousarray(frame[:, -1, :].T).reshape(-1)  # column sums in (w, c) order
-            carry = (np.cumsum(totals, dtype=np.uint8) - totals).reshape(w, c).T
-            frame += carry[:, None, :]
-            return frame
+            # column (w, c) continues from the sum of all columns before it in that order. That carry is added to
+            # each column's first difference (3*W bytes, not the whole frame), then one cumulative sum down the
+            # columns undoes the delta (torch's uint8 cumsum is about twice numpy's along a middle axis).
+            diff = flat.reshape(c, h, w).copy()
+            totals = np.ascontiguousarray(diff.sum(axis=1, dtype=np.uint8).T).reshape(-1)  # (w, c) order, mod 256
+            diff[:, 0, :] += (np.cumsum(totals, dtype=np.uint8) - totals).reshape(w, c).T
+            return torch.cumsum(torch.from_numpy(diff), dim=1, dtype=torch.uint8).numpy()
 
         return int(shard[0]), decode
 

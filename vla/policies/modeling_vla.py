@@ -144,7 +144,9 @@ class VLAPolicy(PreTrainedPolicy):
                 expected = tuple(self.config.image_features[key].shape)
                 if image.ndim != 4 or image.shape[1] != expected[0]:
                     raise ValueError(f"{key} has shape {tuple(image.shape)}; expected (batch, {expected[0]}, H, W)")
-                images.append(image.float())
+                # uint8 frames (the frame cache's compact transport, or raw camera images) are scaled here,
+                # on the policy's device; float frames are in [0, 1] already
+                images.append(image.float().div_(255) if image.dtype == torch.uint8 else image.float())
                 masks.append(torch.ones(b, dtype=torch.bool, device=dev))
             else:
                 images.append(torch.zeros(b, *self.config.image_features[key].shape, device=dev))
