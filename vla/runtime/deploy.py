@@ -1,6 +1,7 @@
 """`vla deploy`: teleoperation and a policy on one arm, through the real-time loop; `vla chunking-eval`.
 
     vla deploy --robot so101 --port /dev/ttyACM0 --id my_arm --policy CKPT \\
+               --camera front=0 --camera wrist=2:640x480@30 \\
                --teleop so101-leader --teleop-port /dev/ttyACM1 --teleop-id my_leader --task "pick up the red cube"
     vla deploy --robot virtual --policy CKPT --teleop virtual --task reach --duration 20 --plot run.png
     vla deploy ... --server tcp://gpu-box:8765 --token-file key       # the policy runs on another machine
@@ -32,6 +33,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     d.add_argument("--port", help="the follower's serial port (not for --robot virtual)")
     d.add_argument("--id", default="default", help="the follower's name: its calibration file is <id>.json")
     d.add_argument("--calibration", type=Path, help="calibration file (default: LeRobot's place for --id)")
+    d.add_argument("--camera", action="append", default=[], metavar="NAME=SOURCE[:WxH][@FPS]",
+                   help="a camera the policy sees as observation.images.NAME: an OpenCV index or device path (read "
+                        "with LeRobot's OpenCVCamera), or test-pattern; repeat for more cameras")  # fmt: skip
     src = d.add_mutually_exclusive_group()
     src.add_argument("--policy", help="checkpoint directory (pretrained_model), or 'scripted'")
     src.add_argument("--server", help="a `vla serve` URL, e.g. tcp://gpu-box:8765")
@@ -109,13 +113,13 @@ def _policy_source(args: argparse.Namespace, names: tuple[str, ...]):
 def deploy(args: argparse.Namespace) -> None:
     from vla.hardware.robots import Follower, KochLeader, SO101Leader
     from vla.hardware.safety import SafetyConfig
-    from vla.runtime.io import FollowerIO, LeaderIO, SharedFrames
+    from vla.runtime.io import FollowerIO, FrameSource, LeaderIO, SharedFrames
     from vla.runtime.loop import ControlLoop, LoopConfig
     from vla.runtime.worker import InferenceWorker
     from vla.signals import sigterm_as_interrupt
 
     with contextlib.ExitStack() as stack:
-        frames = None
+        frames: FrameSource | None = None
         calibration = args.calibration
         if args.robot == "virtual":
             from vla.hardware.virtual.arm import VirtualArm
@@ -124,15 +128,29 @@ def deploy(args: argparse.Namespace) -> None:
             arm = stack.enter_context(VirtualArm("so101", task=args.virtual_task, seed=args.seed))
             port, calibration, robot = arm.port, arm.calibration_path, "so101"
             assert arm.frames_layout is not None and isinstance(arm.twin, MujocoTwin)
-            frames = SharedFrames(arm.frames_layout)
-            stack.callback(frames.close)
+            shared = SharedFrames(arm.frames_layout)
+            stack.callback(shared.close)
+            frames = shared
             if not args.task:
                 args.task = arm.twin.instruction
             print(f"virtual SO-101 on {port}, twin in the '{args.virtual_task}' scene: \"{args.task}\"")
+            if args.camera:
+                raise SystemExit("--camera is for real robots: the virtual arm's twin provides its own cameras")
         else:
             if not args.port:
                 raise SystemExit("--port is required (the follower's serial port)")
             port, robot = args.port, args.robot
+            if args.camera:
+                from vla.runtime.cameras import CameraFrames, CameraSpec
+
+                try:
+                    specs = [CameraSpec.parse(text) for text in args.camera]
+                except ValueError as err:
+                    raise SystemExit(f"--camera: {err}") from None
+                print(f"opening cameras {', '.join(s.name for s in specs)} ...", flush=True)
+                camera_frames = CameraFrames(specs)
+                stack.callback(camera_frames.close)
+                frames = camera_frames
         from vla.hardware.arms import arm_spec
 
         safety = SafetyConfig(max_step=args.max_step)

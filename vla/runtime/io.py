@@ -7,6 +7,8 @@ twin, or a camera reader) keeps in shared memory. None of these ever waits for a
 
 from __future__ import annotations
 
+from typing import Protocol
+
 import numpy as np
 
 from vla.hardware.robots import Follower, Leader
@@ -26,8 +28,12 @@ class SharedFrames:
         self.arrays.shm.close()
 
 
+class FrameSource(Protocol):
+    def latest(self) -> dict[str, np.ndarray]: ...
+
+
 class FollowerIO:
-    def __init__(self, follower: Follower, frames: SharedFrames | None = None):
+    def __init__(self, follower: Follower, frames: FrameSource | None = None):
         self.follower, self.frame_source = follower, frames
         self.names = follower.spec.feature_names
 
