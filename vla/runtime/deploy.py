@@ -200,15 +200,13 @@ def deploy(args: argparse.Namespace) -> None:
             recorder = InterventionRecorder(args.record, args.fps, io.names, cams, args.task,  # type: ignore[arg-type]
                                             robot_type=f"{robot}_follower")  # fmt: skip
             stack.callback(recorder.close)
-        loop = ControlLoop(io, worker, config, teleop=teleop, on_tick=recorder)
+        on_mode_request = None
         if virtual_hand is not None:
-            request = loop.request_mode
 
-            def request_mode(mode: str) -> None:
+            def on_mode_request(mode: str) -> None:  # the scripted operator lets go when the policy takes over
                 virtual_hand.frozen_at = time.monotonic() if mode == "policy" else None
-                request(mode)
 
-            loop.request_mode = request_mode  # type: ignore[method-assign]
+        loop = ControlLoop(io, worker, config, teleop=teleop, on_tick=recorder, on_mode_request=on_mode_request)
         if args.start:
             loop.request_mode(args.start)
         _keys(loop, recorder)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -84,13 +85,16 @@ class RunLog:
 
 class ControlLoop:
     def __init__(self, robot: RobotIO, worker: InferenceWorker | None, config: LoopConfig,
-                 teleop: TeleopIO | None = None, on_tick=None):  # fmt: skip
-        """`on_tick(tick, observation_state, frames, command, source)`: e.g. the intervention recorder."""
+                 teleop: TeleopIO | None = None, on_tick=None,
+                 on_mode_request: Callable[[str], None] | None = None):  # fmt: skip
+        """`on_tick(tick, observation_state, frames, command, source)`: e.g. the intervention recorder.
+        `on_mode_request(mode)`: told of every accepted `request_mode` (e.g. a scripted operator lets go)."""
         if worker is None and teleop is None:
             raise ValueError("a control loop needs a policy worker, a teleoperator, or both")
         if config.safe_state not in ("hold", "release"):
             raise ValueError(f"safe_state must be 'hold' or 'release', not '{config.safe_state}'")
         self.robot, self.worker, self.config, self.teleop, self.on_tick = robot, worker, config, teleop, on_tick
+        self.on_mode_request = on_mode_request
         chunk = worker.spec.chunk_size if worker is not None and worker.spec is not None else 1
         self.strategy = make_strategy(config.strategy, chunk, config.execute)
         self.mode = "teleop" if teleop is not None else "policy"
@@ -104,6 +108,8 @@ class ControlLoop:
             raise ValueError(f"mode must be 'policy' or 'teleop', not '{mode}'")
         if (mode == "teleop" and self.teleop is None) or (mode == "policy" and self.worker is None):
             raise ValueError(f"cannot switch to {mode}: nothing to take control")
+        if self.on_mode_request is not None:
+            self.on_mode_request(mode)
         self._requested = mode
 
     def stop(self) -> None:
