@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +12,7 @@ import pytest
 import torch
 from conftest import FPS, LENGTHS
 
-from vla.datasets.cache import build_cache, cache_path, cache_status, resize_frames
+from vla.datasets.cache import build_cache, cache_path, cache_status, read_manifest, resize_frames
 from vla.datasets.cached_dataset import CachedLeRobotDataset, open_dataset
 from vla.datasets.cli import main
 from vla.datasets.errors import DatasetError
@@ -128,6 +129,37 @@ def test_stale_cache_is_detected_and_rebuilt_never_used(video_ds: Path, fresh_co
 
     stale_size = cache_status(root, size=(16, 20))
     assert stale_size.state == "stale" and "16x20" in stale_size.reason
+
+
+def test_same_size_edit_inside_a_file_is_stale_and_a_touched_copy_is_not(video_ds: Path, fresh_copy) -> None:  # type: ignore[no-untyped-def]
+    root = fresh_copy(video_ds)
+    build_cache(root, progress=False)
+    video = sorted((root / "videos").rglob("*.mp4"))[0]
+    rel = str(video.relative_to(root))
+
+    os.utime(video, ns=(1, 1))  # as after a copy: other times, same content
+    assert cache_status(root).valid
+    stamps = read_manifest(cache_path(root))["dataset"]["stamps"]  # type: ignore[index]
+    assert stamps[rel][1] == 1  # the new time is remembered: the next check does not hash the file again
+
+    data = bytearray(video.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    video.write_bytes(bytes(data))
+    status = cache_status(root)
+    assert status.state == "stale" and rel in status.reason
+
+
+def test_fingerprint_covers_the_whole_file(tmp_path: Path) -> None:
+    """Test videos are a few KB; real ones are large, where hashing only the edges would miss a middle edit."""
+    from vla.datasets.lerobot_io import file_fingerprint
+
+    big = tmp_path / "big.bin"
+    data = bytearray(np.random.default_rng(0).integers(0, 256, 3 << 20, dtype=np.uint8).tobytes())
+    big.write_bytes(bytes(data))
+    before = file_fingerprint(big)
+    data[len(data) // 2] ^= 0x01
+    big.write_bytes(bytes(data))
+    assert file_fingerprint(big) != before and file_fingerprint(big).split(":")[0] == before.split(":")[0]
 
 
 def test_interrupted_build_leaves_no_cache_and_keeps_the_old_one(video_ds: Path, fresh_copy,  # type: ignore[no-untyped-def]

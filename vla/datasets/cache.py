@@ -6,12 +6,15 @@ Layout of `<dataset>.vla-cache.zarr` (a sibling of the dataset directory, so the
     frames/<camera>            (N, H, W, 3) uint8, one chunk per frame, sharded (see frame_store.py)
     data/<feature>             (N, *shape) every numeric feature of the data parquet files, native dtype
 
-Row i of every array is dataset index i. The manifest records what the cache was made from: a fingerprint of each
-dataset file (size and a hash of its first and last 64 KiB; meta/stats.json is left out because statistics do
-not change samples), the frame size and resize method, the decoder and the codec measurements. `cache_status`
-compares that with the dataset on disk, so a cache of an older version of the dataset, or of another size, is
-reported stale and rebuilt, never used. A build writes to a temporary directory and renames it into place last,
-so an interrupted build never leaves a cache that looks valid.
+Row i of every array is dataset index i. The manifest records what the cache was made from: for each dataset file
+(meta/stats.json is left out because statistics do not change samples) its size and a hash of its whole content,
+and its size and modification time. Checking compares sizes and times, which costs nothing; a file whose time
+changed (a copy, a `touch`, an edit) is hashed again and counts as changed only if its content did (the new
+time is then recorded, so a copied dataset is hashed once). What this misses: an edit that keeps the size and
+puts the old modification time back. It also records the frame size and resize method, the decoder and the
+codec measurements. `cache_status` compares all that with the dataset on disk, so a cache of an older version of
+the dataset, or of another size, is reported stale and rebuilt, never used. A build writes to a temporary
+directory and renames it into place last, so an interrupted build never leaves a cache that looks valid.
 
 Resizing (`--size HxW`) is done on the uint8 frames with torchvision's antialiased bilinear resize
 (`resize_frames`); the cached frame equals `resize_frames` of the frame LeRobotDataset decodes, pixel for pixel.
@@ -33,11 +36,11 @@ import numpy as np
 
 from vla.datasets.errors import DatasetError
 from vla.datasets.frame_store import FrameArrayWriter
-from vla.datasets.lerobot_io import DEFAULT_TOLERANCE_S, LeRobotSource, dataset_files, file_fingerprint
+from vla.datasets.lerobot_io import DEFAULT_TOLERANCE_S, LeRobotSource, dataset_files, file_fingerprint, file_stamp
 
 log = logging.getLogger(__name__)
 
-CACHE_FORMAT = 1  # bump when the layout or the meaning of a field changes: older caches become stale
+CACHE_FORMAT = 2  # bump when the layout or the meaning of a field changes: older caches become stale
 MANIFEST_KEY = "vla_frame_cache"
 SUFFIX = ".vla-cache.zarr"
 RESIZE_METHOD = "torchvision.transforms.v2.functional.resize(uint8, bilinear, antialias=True)"
@@ -77,8 +80,37 @@ def resize_frames(frames: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 
 
 def fingerprint(dataset_root: Path) -> dict[str, str]:
-    """{relative path: size and edge hash} of every content file of the dataset."""
+    """{relative path: size and content hash} of every content file of the dataset."""
     return {str(f.relative_to(dataset_root)): file_fingerprint(f) for f in dataset_files(dataset_root)}
+
+
+def stamps(dataset_root: Path) -> dict[str, list[int]]:
+    """{relative path: [size, mtime_ns]} of every content file of the dataset."""
+    return {str(f.relative_to(dataset_root)): file_stamp(f) for f in dataset_files(dataset_root)}
+
+
+def changed_files(root: Path, built: dict[str, str], built_stamps: dict[str, list[int]]
+                  ) -> tuple[list[str], dict[str, list[int]]]:  # fmt: skip
+    """Files added, removed or with other content than at build time, and the current stamps."""
+    now = stamps(root)
+    changed = sorted(set(now) ^ set(built))
+    for rel in sorted(set(now) & set(built)):
+        if now[rel] != built_stamps.get(rel) and file_fingerprint(root / rel) != built[rel]:
+            changed.append(rel)
+    return changed, now
+
+
+def record_stamps(cache: Path, new_stamps: dict[str, list[int]]) -> None:
+    """Best effort: remember the files' current times, so unchanged copies are not hashed again next time."""
+    meta_path = cache / "zarr.json"
+    try:
+        meta = json.loads(meta_path.read_text())
+        meta["attributes"][MANIFEST_KEY]["dataset"]["stamps"] = new_stamps
+        tmp = meta_path.with_name(f".zarr.json.{os.getpid()}")
+        tmp.write_text(json.dumps(meta, indent=2))
+        os.replace(tmp, meta_path)
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
 
 
 def digest(files: dict[str, str]) -> str:
@@ -126,10 +158,9 @@ def cache_status(dataset_root: str | Path, cache: str | Path | None = None,
                            manifest)
     if not manifest.get("complete"):
         return CacheStatus("stale", "the cache build did not finish", path, manifest)
-    built = manifest["dataset"]["files"]
-    now = fingerprint(root)
-    if now != built:
-        changed = sorted(k for k in set(now) | set(built) if now.get(k) != built.get(k))
+    built, built_stamps = manifest["dataset"]["files"], manifest["dataset"].get("stamps", {})
+    changed, now = changed_files(root, built, built_stamps)
+    if changed:
         what = ", ".join(f"{k} ({'added' if k not in built else 'removed' if k not in now else 'changed'})"
                          for k in changed[:3])
         more = f" and {len(changed) - 3} more" if len(changed) > 3 else ""
@@ -138,6 +169,8 @@ def cache_status(dataset_root: str | Path, cache: str | Path | None = None,
     if size is not None and have and have != [f"{size[0]}x{size[1]}"]:
         return CacheStatus("stale", f"the cache holds {' and '.join(have)} frames, {size[0]}x{size[1]} was asked "
                            "for", path, manifest)
+    if now != built_stamps:
+        record_stamps(path, now)
     return CacheStatus("valid", f"cache at {path} matches the dataset", path, manifest)
 
 
@@ -150,7 +183,8 @@ def build_cache(dataset_root: str | Path, size: tuple[int, int] | None = None, c
     root = Path(dataset_root).resolve()
     final = Path(cache) if cache is not None else cache_path(root)
     source = LeRobotSource(root)
-    files = fingerprint(root)  # before reading, so a dataset changed during the build reads as stale afterwards
+    file_stamps = stamps(root)  # before reading, so a dataset changed during the build reads as stale afterwards
+    files = fingerprint(root)
     start = time.perf_counter()
     lowdim = source.read_lowdim()
     n = len(lowdim["index"]) if "index" in lowdim else 0
@@ -180,7 +214,7 @@ def build_cache(dataset_root: str | Path, size: tuple[int, int] | None = None, c
             "format": CACHE_FORMAT,
             "dataset": {"root": str(root), "codebase_version": source.info.get("codebase_version"),
                         "total_frames": n, "total_episodes": len(source.episodes), "fps": source.fps,
-                        "fingerprint": digest(files), "files": files},
+                        "fingerprint": digest(files), "files": files, "stamps": file_stamps},
             "frame_size": list(size) if size else None,
             "resize": RESIZE_METHOD if size else None,
             "decoder": DECODER,
