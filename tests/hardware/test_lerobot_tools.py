@@ -50,3 +50,35 @@ def test_lerobot_teleoperate_with_our_leader_and_follower(virtual_arm, tmp_path:
     np.testing.assert_allclose(follow[:5], lead[:5], atol=5.0)
     with SO101Follower(follower.port, calibration_path=follower.calibration_path) as ours:  # and it is ours again
         assert math.isfinite(ours.get_observation()["shoulder_pan.pos"])
+
+
+@pytest.mark.slow
+def test_lerobot_record_with_our_leader_and_follower(virtual_arm, tmp_path: Path) -> None:
+    """`lerobot-record` writes a dataset from our follower (observations) and leader (actions)."""
+    from lerobot.datasets.lerobot_dataset import LeRobotDataset
+
+    follower = virtual_arm("so101")
+    leader = virtual_arm("so101", role="leader")
+    for arm, name in ((follower, "robot"), (leader, "teleop")):
+        (tmp_path / name).mkdir()
+        shutil.copy(arm.calibration_path, tmp_path / name / "virtual.json")
+    cmd = [
+        str(Path(sys.executable).with_name("lerobot-record")),
+        "--robot.type=vla_so101_follower", f"--robot.port={follower.port}", "--robot.id=virtual",
+        f"--robot.calibration_dir={tmp_path / 'robot'}",
+        "--teleop.type=vla_so101_leader", f"--teleop.port={leader.port}", "--teleop.id=virtual",
+        f"--teleop.calibration_dir={tmp_path / 'teleop'}",
+        "--dataset.repo_id=local/recorded", f"--dataset.root={tmp_path / 'rec'}", "--dataset.num_episodes=1",
+        "--dataset.episode_time_s=2", "--dataset.reset_time_s=0", "--dataset.single_task=follow the leader",
+        "--dataset.fps=30", "--dataset.push_to_hub=false", "--display_data=false", "--play_sounds=false",
+    ]  # fmt: skip
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=180, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
+
+    ds = LeRobotDataset("local/recorded", root=tmp_path / "rec")
+    assert ds.meta.total_episodes == 1 and 40 <= ds.meta.total_frames <= 61  # 2 s at 30 fps, less if it lagged
+    assert ds.meta.features["action"]["names"][0] == "shoulder_pan.pos"
+    actions = np.stack([ds[i]["action"].numpy() for i in range(ds.meta.total_frames)])
+    states = np.stack([ds[i]["observation.state"].numpy() for i in range(ds.meta.total_frames)])
+    assert np.ptp(actions[:, 0]) > 1.0  # the scripted hand moved the leader while recording
+    assert np.isfinite(states).all() and np.abs(states[-1, :5] - actions[-1, :5]).max() < 30.0
