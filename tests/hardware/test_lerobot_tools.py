@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -17,20 +18,28 @@ import pytest
 from vla.hardware.robots import SO101Follower
 
 
-@pytest.mark.slow
-def test_lerobot_teleoperate_with_our_leader_and_follower(virtual_arm, tmp_path: Path) -> None:
+def arm_pair(virtual_arm, tmp_path: Path) -> tuple[Any, Any, list[str]]:  # type: ignore[no-untyped-def]
+    """A virtual SO-101 follower and leader, their calibration files where LeRobot looks, and the CLI options
+    that name them as our LeRobot types."""
     follower = virtual_arm("so101")
     leader = virtual_arm("so101", role="leader")
     for arm, name in ((follower, "robot"), (leader, "teleop")):
         (tmp_path / name).mkdir()
         shutil.copy(arm.calibration_path, tmp_path / name / "virtual.json")
-    cmd = [
-        str(Path(sys.executable).with_name("lerobot-teleoperate")),
+    options = [
         "--robot.type=vla_so101_follower", f"--robot.port={follower.port}", "--robot.id=virtual",
-        f"--robot.calibration_dir={tmp_path / 'robot'}", "--robot.max_step=20",
+        f"--robot.calibration_dir={tmp_path / 'robot'}",
         "--teleop.type=vla_so101_leader", f"--teleop.port={leader.port}", "--teleop.id=virtual",
-        f"--teleop.calibration_dir={tmp_path / 'teleop'}", "--fps=30", "--teleop_time_s=4",
+        f"--teleop.calibration_dir={tmp_path / 'teleop'}",
     ]  # fmt: skip
+    return follower, leader, options
+
+
+@pytest.mark.slow
+def test_lerobot_teleoperate_with_our_leader_and_follower(virtual_arm, tmp_path: Path) -> None:
+    follower, leader, options = arm_pair(virtual_arm, tmp_path)
+    cmd = [str(Path(sys.executable).with_name("lerobot-teleoperate")), *options, "--robot.max_step=20", "--fps=30",
+           "--teleop_time_s=4"]  # fmt: skip
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     rest = np.degrees(follower.joint_positions())
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
@@ -57,17 +66,9 @@ def test_lerobot_record_with_our_leader_and_follower(virtual_arm, tmp_path: Path
     """`lerobot-record` writes a dataset from our follower (observations) and leader (actions)."""
     from lerobot.datasets.lerobot_dataset import LeRobotDataset
 
-    follower = virtual_arm("so101")
-    leader = virtual_arm("so101", role="leader")
-    for arm, name in ((follower, "robot"), (leader, "teleop")):
-        (tmp_path / name).mkdir()
-        shutil.copy(arm.calibration_path, tmp_path / name / "virtual.json")
+    _, _, options = arm_pair(virtual_arm, tmp_path)
     cmd = [
-        str(Path(sys.executable).with_name("lerobot-record")),
-        "--robot.type=vla_so101_follower", f"--robot.port={follower.port}", "--robot.id=virtual",
-        f"--robot.calibration_dir={tmp_path / 'robot'}",
-        "--teleop.type=vla_so101_leader", f"--teleop.port={leader.port}", "--teleop.id=virtual",
-        f"--teleop.calibration_dir={tmp_path / 'teleop'}",
+        str(Path(sys.executable).with_name("lerobot-record")), *options,
         "--dataset.repo_id=local/recorded", f"--dataset.root={tmp_path / 'rec'}", "--dataset.num_episodes=1",
         "--dataset.episode_time_s=2", "--dataset.reset_time_s=0", "--dataset.single_task=follow the leader",
         "--dataset.fps=30", "--dataset.push_to_hub=false", "--display_data=false", "--play_sounds=false",
