@@ -129,6 +129,16 @@ def norm(x: torch.Tensor, eps: float) -> torch.Tensor:
     return F.rms_norm(x, (x.shape[-1],), None, eps)
 
 
+def qkv_heads(layer: FusedLayer, h: torch.Tensor, batch: int, heads: int, kv_heads: int, head_dim: int,
+              cos: torch.Tensor, signed_sin: torch.Tensor
+              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:  # fmt: skip
+    """Flat tokens h (B * L, D) of a self-attention layer -> rotated q (B, H, L, hd) and k, and v (B, Hkv, L, hd)."""
+    qkv = linear(norm(h, layer.eps), layer.w_in, layer.b_in).view(batch, -1, heads + 2 * kv_heads, head_dim)
+    qkv = qkv.transpose(1, 2)
+    qk = rope(qkv[:, : heads + kv_heads], cos, signed_sin)
+    return qk[:, :heads], qk[:, heads:], qkv[:, heads + kv_heads :]
+
+
 def mlp(layer: FusedLayer, h: torch.Tensor) -> torch.Tensor:
     """Residual SwiGLU half on flat tokens h (N, D)."""
     gate, up = (norm(h, layer.eps) @ layer.w_gate_up).chunk(2, dim=-1)

@@ -164,14 +164,11 @@ class VLAModel(nn.Module):
         h = x.reshape(b * length, width).to(dtype)
         out: list[KV] = []
         for i, fl in enumerate(layers):
-            qkv = fused.linear(fused.norm(h, fl.eps), fl.w_in, fl.b_in).view(b, length, nh + 2 * nkv, hd)
-            qkv = qkv.transpose(1, 2)
-            qk = fused.rope(qkv[:, : nh + nkv], cos, signed_sin)
-            k, v = qk[:, nh:], qkv[:, nh + nkv :]
+            q, k, v = fused.qkv_heads(fl, h, b, nh, nkv, hd, cos, signed_sin)
             out.append((k, v))
             if i == len(layers) - 1:
                 break  # as in `_vlm_kv`: the last layer's output is never used
-            h = fused.mlp(fl, fused.attention_out(fl, h, attention(qk[:, :nh], k, v, mask)))
+            h = fused.mlp(fl, fused.attention_out(fl, h, attention(q, k, v, mask)))
         return out
 
     def _prefix_kv(self, context: torch.Tensor, ctx_valid: torch.Tensor, state: torch.Tensor) -> list[KV]:
@@ -252,16 +249,14 @@ class VLAModel(nn.Module):
         b, length, width = h.shape
         h = h.reshape(b * length, width)
         for i, (layer, fl) in enumerate(zip(self.expert.blocks, fast.layers, strict=True)):
-            x = fused.linear(fused.norm(h, fl.eps), fl.w_in, fl.b_in)
             if layer.cross:
-                q = x.view(b, length, nh, hd).transpose(1, 2)
+                q = fused.linear(fused.norm(h, fl.eps), fl.w_in, fl.b_in).view(b, length, nh, hd).transpose(1, 2)
                 out = attention(q, cache.keys[i], cache.values[i], fast.cross_mask)
             else:
-                qkv = x.view(b, length, nh + 2 * nkv, hd).transpose(1, 2)
-                qk = fused.rope(qkv[:, : nh + nkv], fast.cos, fast.signed_sin)
-                k = torch.cat([cache.keys[i], qk[:, nh:]], dim=2)
-                v = torch.cat([cache.values[i], qkv[:, nh + nkv :]], dim=2)
-                out = attention(qk[:, :nh], k, v, fast.self_mask)
+                q, k, v = fused.qkv_heads(fl, h, b, nh, nkv, hd, fast.cos, fast.signed_sin)
+                k = torch.cat([cache.keys[i], k], dim=2)
+                v = torch.cat([cache.values[i], v], dim=2)
+                out = attention(q, k, v, fast.self_mask)
             h = fused.mlp(fl, fused.attention_out(fl, h, out))
         return self.action_out_proj(self.expert.norm(h.view(b, length, width)))
 
