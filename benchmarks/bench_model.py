@@ -8,7 +8,11 @@ the bfloat16 row also reports how far its actions are from float32's. The `compi
 `--policy.compile=true` (inference only: compiling changes nothing in training); its compile happens in the
 warm-up and is reported separately.
 
-    python benchmarks/bench_model.py [--presets small smolvla] [--repeats 5]
+Our policy makes glibc's malloc keep freed memory (`vla.allocator`, `--policy.keep_freed_memory`). That setting is
+process-wide, so it is applied before anything is built and every row runs under it, LeRobot's included; pass
+`--malloc default` to measure every row under glibc's defaults instead.
+
+    python benchmarks/bench_model.py [--presets small smolvla] [--repeats 5] [--malloc keep|default]
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from torch.utils.flop_counter import FlopCounterMode
 sys.path.insert(0, str(Path(__file__).parent))
 from smolvla_reference import make_smolvla, save_local_vlm
 
+from vla.allocator import keep_freed_memory
 from vla.model import PRESETS
 from vla.policies.configuration_vla import VLAConfig
 from vla.policies.modeling_vla import VLAPolicy
@@ -36,6 +41,7 @@ from vla.policies.modeling_vla import VLAPolicy
 CAM, STATE_DIM, ACTION_DIM, TOKENS = "observation.images.front", 6, 6, 16
 TRAIN_BATCH = {"small": 32, "smolvla": 8, "tiny": 32}
 COMPILED = "ours float32 compiled"
+KEEP_FREED = [True]  # --malloc
 
 
 def features(size: int) -> tuple[dict[str, PolicyFeature], dict[str, PolicyFeature]]:
@@ -104,7 +110,7 @@ def bench_preset(name: str, repeats: int, tmp: Path) -> list[dict[str, Any]]:
     for label, dtype, compile_ in (("ours float32", "float32", False), ("ours bfloat16", "bfloat16", False),
                                    (COMPILED, "float32", True)):
         ours = VLAConfig(preset=name, dtype=dtype, freeze_vlm=True, chunk_size=cfg.chunk_size,
-                         n_action_steps=cfg.chunk_size, compile=compile_,
+                         n_action_steps=cfg.chunk_size, compile=compile_, keep_freed_memory=KEEP_FREED[0],
                          num_steps=cfg.num_steps, device="cpu", push_to_hub=False)
         ours.input_features, ours.output_features = dict(inputs), dict(outputs)
         torch.manual_seed(0)
@@ -179,8 +185,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--presets", nargs="+", default=["small", "smolvla"], choices=sorted(PRESETS))
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--malloc", choices=["keep", "default"], default="keep",
+                        help="keep: glibc keeps freed memory for every row (what our policy sets); default: glibc's")
     args = parser.parse_args()
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device cpu, {cpu_bf16_support()}")
+    KEEP_FREED[0] = args.malloc == "keep"
+    malloc = "glibc defaults"
+    if KEEP_FREED[0]:
+        malloc = "malloc keeps freed memory (all rows)" if keep_freed_memory() else "malloc tuning unavailable"
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device cpu, {cpu_bf16_support()}, {malloc}")
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.presets:

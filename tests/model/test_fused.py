@@ -18,6 +18,10 @@ def make(seed: int = 0) -> VLAModel:
         for name, p in model.named_parameters():
             if "layernorm" in name:
                 p.uniform_(0.5, 1.5)
+            elif "layer_norm" in name:  # the vision tower's LayerNorms: a scale and a shift
+                p.uniform_(0.5, 1.5) if name.endswith("weight") else p.normal_(0.0, 0.5)
+            elif name.endswith("bias"):  # initialised to zero, which would hide a dropped bias
+                p.normal_(0.0, 0.1)
     return model
 
 
@@ -121,3 +125,29 @@ def test_fused_layer_folds_norms() -> None:
                           layer.self_attn.v_proj(normed)], dim=-1)  # fmt: skip
     got = torch.nn.functional.rms_norm(h, (h.shape[-1],), None, fl.eps) @ fl.w_in
     torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+
+
+def test_fast_vision_tower_equals_transformers_modules() -> None:
+    model = make()
+    backbone = model.backbone
+    size = TINY.vision.image_size
+    pixels = torch.rand(3, 3, size, size) * 2 - 1
+    with torch.no_grad():
+        assert backbone.vision_fast_path
+        fast = backbone.embed_images(pixels)
+        reference = backbone.connector(backbone.vision(pixel_values=pixels).last_hidden_state)
+    torch.testing.assert_close(fast, reference, atol=1e-5, rtol=1e-5)
+    assert reference.abs().max() > 0.1
+
+
+def test_trainable_vision_tower_keeps_the_module_path() -> None:
+    """With an unfrozen VLM the tower's weights must get gradients, which only transformers' modules give."""
+    model = TINY.replace(freeze_vlm=False).create().train()
+    backbone = model.backbone
+    assert not backbone.vision_fast_path
+    pixels = torch.rand(1, 3, TINY.vision.image_size, TINY.vision.image_size)
+    backbone.embed_images(pixels).sum().backward()
+    fc1 = backbone.vision.encoder.layers[0].mlp.fc1.weight
+    assert fc1.grad is not None and fc1.grad.abs().sum() > 0
+    with torch.no_grad():
+        assert backbone.vision_fast_path

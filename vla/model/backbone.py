@@ -6,6 +6,10 @@ Two ways in, same modules and parameter names either way (so our checkpoints loa
 Only what the VLA uses is kept: vision tower, pixel-shuffle connector, token embedding, and the first
 `num_vlm_layers` text layers (final norm and LM head are dropped). Images are resized with padding to the tower's
 input size and mapped from [0, 1] to [-1, 1] (SigLIP normalisation).
+
+Whenever the vision tower's weights cannot receive a gradient (inference, or training with `freeze_vlm`), its
+encoder layers run on fused copies of their weights (`vla.model.fused.vision_layer`); otherwise, and for a tower
+whose activation or dropout the fused layer does not implement, transformers' modules run.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import AutoConfig, AutoModel, AutoModelForImageTextToText, PretrainedConfig, SmolVLMConfig
 
+from vla.model import fused
 from vla.model.config import TextConfig, VisionConfig, VLAModelConfig
 
 
@@ -69,6 +74,10 @@ class Backbone(nn.Module):
         self.embed_tokens = vlm.text_model.embed_tokens
         self.layers = nn.ModuleList(list(vlm.text_model.layers)[: cfg.num_vlm_layers])
         self.image_size = cfg.vision.image_size
+        vision_cfg = self.vision.config
+        self._vision_fusable = (getattr(vision_cfg, "hidden_act", None) == "gelu_pytorch_tanh"
+                                and not getattr(vision_cfg, "attention_dropout", 0.0))
+        self._fused_vision = fused.FusedCache()
 
     @property
     def blocks(self) -> list[Any]:
@@ -99,5 +108,29 @@ class Backbone(nn.Module):
     def embed_images(self, pixels: torch.Tensor) -> torch.Tensor:
         """(N, 3, S, S) preprocessed pixels -> (N, tokens_per_image, text_width)."""
         pixels = pixels.to(self.connector.modality_projection.proj.weight.dtype)
-        hidden = self.vision(pixel_values=pixels).last_hidden_state
+        if self.vision_fast_path:
+            hidden = self._vision_fast(pixels)
+        else:
+            hidden = self.vision(pixel_values=pixels).last_hidden_state
         return self.connector(hidden)
+
+    @property
+    def vision_fast_path(self) -> bool:
+        """Whether the vision tower runs on fused weights: when none of its weights can get a gradient."""
+        if not self._vision_fusable:
+            return False
+        return not (torch.is_grad_enabled() and any(p.requires_grad for p in self.vision.parameters()))
+
+    def _vision_fast(self, pixels: torch.Tensor) -> torch.Tensor:
+        """The vision tower's last hidden state (N, patches, D) for full (unmasked) images, on fused weights."""
+        vis, v = self.vision, self.cfg.vision
+        b, side = pixels.shape[0], v.image_size // v.patch_size
+        every_patch = torch.ones(b, side, side, dtype=torch.bool, device=pixels.device)
+        x = vis.embeddings(pixel_values=pixels, patch_attention_mask=every_patch)
+        dtype = fused.compute_dtype(x)
+        layers = self._fused_vision.get(list(vis.encoder.layers), dtype,
+                                        lambda layer: fused.fuse_vision_layer(layer, dtype))
+        h = x.reshape(-1, x.shape[-1]).to(dtype)
+        for layer in layers:
+            h = fused.vision_layer(layer, h, b, v.num_heads)
+        return vis.post_layernorm(h.view(x.shape))

@@ -18,6 +18,7 @@ Gradients flow to the inputs (real-time chunking's guidance needs d v / d x) but
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -81,16 +82,17 @@ def weights_key(modules: list[nn.Module], dtype: torch.dtype) -> tuple[Any, ...]
 
 
 class FusedCache:
-    """Fused layers of a list of modules, rebuilt only when their weights change."""
+    """Fused copies of a list of modules' weights, rebuilt only when those weights change."""
 
     def __init__(self) -> None:
         self._key: tuple[Any, ...] | None = None
-        self._layers: list[FusedLayer] = []
+        self._layers: list[Any] = []
 
-    def get(self, layers: list[Any], q_only: list[bool], dtype: torch.dtype) -> list[FusedLayer]:
+    def get(self, layers: list[Any], dtype: torch.dtype, build: Callable[[Any], Any]) -> list[Any]:
+        """`build(layer)` for each layer, from the cache while no weight of `layers` has changed."""
         key = weights_key(layers, dtype)
         if key != self._key:
-            self._layers = [fuse_layer(layer, q, dtype) for layer, q in zip(layers, q_only, strict=True)]
+            self._layers = [build(layer) for layer in layers]
             self._key = key
         return self._layers
 
@@ -149,3 +151,58 @@ def attention_out(layer: FusedLayer, h: torch.Tensor, out: torch.Tensor) -> torc
     """h (N, D) + o_proj(out) for attention output (B, H, L, hd) with N = B * L."""
     b, heads, length, hd = out.shape
     return linear(out.transpose(1, 2).reshape(b * length, heads * hd), layer.w_o, layer.b_o, residual=h)
+
+
+# ---------------------------------------------------------------------- the SigLIP vision tower
+@dataclass(frozen=True)
+class FusedVisionLayer:
+    """A pre-norm SigLIP encoder layer with both LayerNorms' scale and shift folded into the matmuls after them."""
+
+    w_qkv: torch.Tensor  # (D, 3D)
+    b_qkv: torch.Tensor
+    w_o: torch.Tensor  # (D, D)
+    b_o: torch.Tensor
+    w_fc1: torch.Tensor  # (D, F)
+    b_fc1: torch.Tensor
+    w_fc2: torch.Tensor  # (F, D)
+    b_fc2: torch.Tensor
+    eps: float
+
+
+@torch.no_grad()
+def fuse_vision_layer(layer: Any, dtype: torch.dtype) -> FusedVisionLayer:
+    """transformers' SigLIP / SmolVLM encoder layer -> fused weights in `dtype`.
+
+    LayerNorm then linear, (n(x) g + s) W^T + c = n(x) (W g)^T + (W s + c), with n the plain normalisation.
+    """
+    attn, mlp, ln1, ln2 = layer.self_attn, layer.mlp, layer.layer_norm1, layer.layer_norm2
+    if ln1.eps != ln2.eps:
+        raise ValueError("the two LayerNorms of a vision layer have different epsilons")
+    w_qkv = torch.cat([attn.q_proj.weight, attn.k_proj.weight, attn.v_proj.weight])
+    b_qkv = torch.cat([attn.q_proj.bias, attn.k_proj.bias, attn.v_proj.bias])
+
+    def prep(w: torch.Tensor) -> torch.Tensor:
+        return w.t().to(dtype).contiguous()
+
+    return FusedVisionLayer(
+        w_qkv=prep(w_qkv * ln1.weight), b_qkv=(b_qkv + w_qkv @ ln1.bias).to(dtype),
+        w_o=prep(attn.out_proj.weight), b_o=attn.out_proj.bias.to(dtype),
+        w_fc1=prep(mlp.fc1.weight * ln2.weight), b_fc1=(mlp.fc1.bias + mlp.fc1.weight @ ln2.bias).to(dtype),
+        w_fc2=prep(mlp.fc2.weight), b_fc2=mlp.fc2.bias.to(dtype), eps=float(ln1.eps),
+    )
+
+
+def vision_layer(layer: FusedVisionLayer, h: torch.Tensor, batch: int, heads: int) -> torch.Tensor:
+    """Flat patch tokens h (B * N, D) -> the layer's output, for images whose patches are all valid (no mask).
+
+    The attention runs without a mask (transformers' SDPA path adds a (B, 1, N, N) zero mask here), the residual
+    additions happen inside the output matmuls and GELU (tanh) works in place.
+    """
+    width = h.shape[-1]
+    x = F.layer_norm(h, (width,), None, None, layer.eps)
+    qkv = torch.addmm(layer.b_qkv, x, layer.w_qkv).view(batch, -1, 3, heads, width // heads).permute(2, 0, 3, 1, 4)
+    out = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2])
+    h = torch.addmm(h, out.transpose(1, 2).reshape(h.shape), layer.w_o).add_(layer.b_o)
+    x = torch.addmm(layer.b_fc1, F.layer_norm(h, (width,), None, None, layer.eps), layer.w_fc1)
+    x = torch.ops.aten.gelu_(x, approximate="tanh")
+    return torch.addmm(h, x, layer.w_fc2).add_(layer.b_fc2)

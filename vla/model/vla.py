@@ -157,7 +157,7 @@ class VLAModel(nn.Module):
         nh, nkv, hd = text.num_heads, text.num_kv_heads, text.head_dim
         blocks = self.backbone.blocks
         dtype = fused.compute_dtype(x)
-        layers = self._fused_vlm.get(blocks, [False] * len(blocks), dtype)
+        layers = self._fused_vlm.get(blocks, dtype, lambda layer: fused.fuse_layer(layer, False, dtype))
         cos, signed_sin = fused.rotary_tables(*(table.to(dtype) for table in self.rotary(positions)))
         mask = fused.additive_mask(mask, dtype)
         b, length, width = x.shape
@@ -182,10 +182,11 @@ class VLAModel(nn.Module):
             mask = make_attn_mask(valid, ar)[:, None]
             run = self._vlm_kv_fast if self.fast_path else self._vlm_kv
             return run(torch.cat([context, state], dim=1), positions_from_mask(valid), mask)
-        # Training a frozen VLM: the context depends on no trainable weight, so it runs without autograd, and
-        # only the state token (which the trainable state projection feeds) goes through with gradients.
+        # Training a frozen VLM: the context depends on no trainable weight, so it runs without autograd (on the
+        # fused weights), and only the state token (which the trainable state projection feeds) goes through
+        # with gradients.
         with torch.no_grad():
-            ctx_kv = self._vlm_kv(context, positions_from_mask(ctx_valid), ctx_valid[:, None, None, :])
+            ctx_kv = self._vlm_kv_fast(context, positions_from_mask(ctx_valid), ctx_valid[:, None, None, :])
         state_mask = torch.cat([ctx_valid, one], dim=1)[:, None, None, :]
         state_kv = self._vlm_kv(state, ctx_valid.sum(dim=1, keepdim=True), state_mask, past=ctx_kv)
         return [(torch.cat([kc, ks], dim=2), torch.cat([vc, vs], dim=2))
@@ -216,7 +217,7 @@ class VLAModel(nn.Module):
 
     def _fast_expert(self, cache: PrefixCache, dtype: torch.dtype) -> FastExpert:
         blocks = self.expert.blocks
-        layers = self._fused_expert.get(blocks, [layer.cross for layer in blocks], dtype)
+        layers = self._fused_expert.get(blocks, dtype, lambda layer: fused.fuse_layer(layer, layer.cross, dtype))
         cos, signed_sin = fused.rotary_tables(cache.cos.to(dtype), cache.sin.to(dtype))
         return FastExpert(layers, fused.additive_mask(cache.self_mask, dtype),
                           fused.additive_mask(cache.cross_mask, dtype), cos, signed_sin)

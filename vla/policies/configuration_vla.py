@@ -34,6 +34,9 @@ class VLAConfig(PreTrainedConfig):
     # torch.compile the eval-mode fast path (prefix layers and denoising step). The first chunk of each input
     # shape then takes a compile (about 15-20 s on a 2-core CPU); later chunks are faster. Training is unchanged.
     compile: bool = False
+    # Make glibc's malloc reuse freed memory instead of returning it to the kernel (process-wide; see
+    # `vla.allocator`): large tensors then stop page-faulting on every allocation. The process keeps its peak heap.
+    keep_freed_memory: bool = True
 
     n_obs_steps: int = 1
     chunk_size: int = 50

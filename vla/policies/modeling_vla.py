@@ -27,6 +27,7 @@ from lerobot.utils.constants import (
 )
 from torch import Tensor
 
+from vla.allocator import keep_freed_memory
 from vla.model import Observation, VLAModel
 from vla.model.backbone import Backbone
 from vla.policies.configuration_vla import VLAConfig
@@ -47,6 +48,8 @@ class VLAPolicy(PreTrainedPolicy):
         super().__init__(config)
         config.validate_features()
         self.config: VLAConfig = config
+        if config.keep_freed_memory:
+            keep_freed_memory()
         model_cfg = config.model_config()
         backbone = None
         if config.vlm_path and config.load_vlm_weights and not _loading_checkpoint.get():
