@@ -26,6 +26,9 @@ from vla.runtime.chunking import STRATEGIES
 COMMANDS = ("deploy", "chunking-eval")
 
 
+RTC_HELP = ("how --strategy rtc continues the committed actions: guidance (inpainting through the expert, any "
+            "checkpoint), training (for checkpoints trained with rtc_max_delay: no backward pass), off")
+
 def add_parsers(sub: argparse._SubParsersAction) -> None:
     d = sub.add_parser("deploy", help="run a policy (and a leader arm) on a follower through the real-time loop",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
@@ -47,7 +50,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     d.add_argument("--fps", type=float, default=30.0)
     d.add_argument("--strategy", choices=list(STRATEGIES), default="rtc")
     d.add_argument("--execute", type=int, help="actions of each chunk executed before asking again")
-    d.add_argument("--rtc", choices=["auto", "training", "guidance", "off"], default="auto")
+    d.add_argument("--rtc", choices=["guidance", "training", "off"], default="guidance",
+                   help=RTC_HELP)
     d.add_argument("--device", default="cpu")
     d.add_argument("--duration", type=float, help="stop after this many seconds (default: until q or Ctrl-C)")
     d.add_argument("--start", choices=["teleop", "policy"], help="who drives first (default: teleop if any)")
@@ -69,7 +73,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--strategies", nargs="+", default=list(STRATEGIES), choices=list(STRATEGIES))
     e.add_argument("--episodes", type=int, default=20)
     e.add_argument("--execute", type=int)
-    e.add_argument("--rtc", choices=["auto", "training", "guidance", "off"], default="auto")
+    e.add_argument("--rtc", choices=["guidance", "training", "off"], default="guidance",
+                   help=RTC_HELP)
     e.add_argument("--out", type=Path, help="write the results as JSON here")
 
 

@@ -30,7 +30,7 @@ class ChunkingResult:
     success_rate: float
     switch_jump_mean: float  # degrees: the change of command at the ticks where a new chunk took over
     switch_jump_max: float
-    within_jump_p99: float  # degrees per tick at all other ticks (the policy's own motion)
+    within_jump_p99: float  # degrees per tick at all other ticks (the policy's own motion); nan if none
     hold_fraction: float  # ticks without a fresh action / all ticks
     requests: int
 
@@ -98,7 +98,9 @@ def evaluate_chunking(policy: ChunkPolicy, env_name: str, strategies: list[str],
                     bar.update(1)
                 results.append(ChunkingResult(
                     name, latency, episodes, wins / episodes, float(np.mean(switches)) if switches else 0.0,
-                    float(np.max(switches)) if switches else 0.0, float(np.percentile(within, 99)), holds / ticks,
+                    float(np.max(switches)) if switches else 0.0,
+                    float(np.percentile(within, 99)) if within else math.nan,  # every tick a switch (ensemble)
+                    holds / ticks,
                     requests,
                 ))  # fmt: skip
     finally:
@@ -112,8 +114,9 @@ def format_table(results: list[ChunkingResult]) -> str:
              "| holding | requests |", "|---|---|---|---|---|---|---|"]  # fmt: skip
     for r in results:
         jumps = f"{r.switch_jump_mean:.1f} / {r.switch_jump_max:.1f}"
-        lines.append(f"| {r.latency_s * 1000:.0f} | {r.strategy} | {r.success_rate:.0%} | {jumps} | "
-                     f"{r.within_jump_p99:.1f} | {r.hold_fraction:.0%} | {r.requests} |")  # fmt: skip
+        within = "-" if math.isnan(r.within_jump_p99) else f"{r.within_jump_p99:.1f}"
+        lines.append(f"| {r.latency_s * 1000:.0f} | {r.strategy} | {r.success_rate:.0%} | {jumps} | {within} | "
+                     f"{r.hold_fraction:.0%} | {r.requests} |")  # fmt: skip
     return "\n".join(lines)
 
 

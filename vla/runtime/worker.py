@@ -36,7 +36,7 @@ class PolicySource:
     kind: str  # "checkpoint" | "scripted" | "remote" | "preset"
     path: str = ""  # checkpoint directory, the server URL for "remote", the preset name for "preset"
     device: str = "cpu"
-    rtc_mode: str = "auto"
+    rtc_mode: str = "guidance"
     token: str | None = None
     latency: float = 0.0  # scripted: seconds per chunk
     spec: dict[str, Any] = field(default_factory=dict)  # scripted: PolicySpec fields
