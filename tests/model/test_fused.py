@@ -151,3 +151,13 @@ def test_trainable_vision_tower_keeps_the_module_path() -> None:
     assert fc1.grad is not None and fc1.grad.abs().sum() > 0
     with torch.no_grad():
         assert backbone.vision_fast_path
+
+
+def test_compiled_inference_equals_eager() -> None:
+    """`--policy.compile=true`: the compiled vision tower, prefix and denoising step give the eager actions."""
+    eager, compiled = make(), make()
+    compiled.compile_inference()
+    obs = TINY.fake_obs(1, seed=6)
+    noise = torch.randn(1, TINY.chunk_size, TINY.max_action_dim)
+    expected = eager.sample_actions(obs, noise=noise.clone())
+    torch.testing.assert_close(compiled.sample_actions(obs, noise=noise.clone()), expected, atol=1e-5, rtol=1e-5)

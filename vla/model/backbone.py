@@ -121,6 +121,15 @@ class Backbone(nn.Module):
             return False
         return not (torch.is_grad_enabled() and any(p.requires_grad for p in self.vision.parameters()))
 
+    def compile_vision(self) -> None:
+        """torch.compile the fused vision layers (used whenever `vision_fast_path` holds)."""
+        self._vision_layers = torch.compile(self._vision_layers, dynamic=False)  # type: ignore[method-assign]
+
+    def _vision_layers(self, layers: list[fused.FusedVisionLayer], h: torch.Tensor, batch: int) -> torch.Tensor:
+        for layer in layers:
+            h = fused.vision_layer(layer, h, batch, self.cfg.vision.num_heads)
+        return h
+
     def _vision_fast(self, pixels: torch.Tensor) -> torch.Tensor:
         """The vision tower's last hidden state (N, patches, D) for full (unmasked) images, on fused weights."""
         vis, v = self.vision, self.cfg.vision
@@ -130,7 +139,5 @@ class Backbone(nn.Module):
         dtype = fused.compute_dtype(x)
         layers = self._fused_vision.get(list(vis.encoder.layers), dtype,
                                         lambda layer: fused.fuse_vision_layer(layer, dtype))
-        h = x.reshape(-1, x.shape[-1]).to(dtype)
-        for layer in layers:
-            h = fused.vision_layer(layer, h, b, v.num_heads)
+        h = self._vision_layers(layers, x.reshape(-1, x.shape[-1]).to(dtype), b)
         return vis.post_layernorm(h.view(x.shape))

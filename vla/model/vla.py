@@ -84,7 +84,8 @@ class VLAModel(nn.Module):
             self.backbone.requires_grad_(False)
 
     def compile_inference(self) -> None:
-        """torch.compile the eval-mode fast path (`_vlm_kv_fast`, `_denoise_fast`); one compile per input shape."""
+        """torch.compile the fast path (vision tower, `_vlm_kv_fast`, `_denoise_fast`); one compile per input shape."""
+        self.backbone.compile_vision()
         self._vlm_kv_fast = torch.compile(self._vlm_kv_fast, dynamic=False)  # type: ignore[method-assign]
         self._denoise_fast = torch.compile(self._denoise_fast, dynamic=False)  # type: ignore[method-assign]
 
