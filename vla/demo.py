@@ -1,7 +1,9 @@
 """`make demo`: record demonstrations in the SO-101 sim, train the VLA with `lerobot-train`, roll it out, report.
 
-`run_sim` is the default: scripted-expert episodes written as a LeRobot v3 dataset, a bounded CPU training run,
-then rollouts on seeds the recording never used, with success rate, videos and a loss plot.
+`run_sim` is the default: scripted-expert episodes written as a LeRobot v3 dataset, its frame cache (so
+`lerobot-train` reads decoded frames instead of decoding video on every step, which took 80% of the run's training
+time), a bounded CPU training run, then rollouts on seeds the recording never used, with success rate, videos and
+a loss plot.
 `run` (`vla demo --synthetic`) is the earlier, faster check without simulation:
 
 Everything is offline and CPU-sized: the synthetic "move to the red/blue square" dataset (vla.datasets.synthetic),
@@ -99,6 +101,7 @@ def evaluate(ckpt: Path, data: Path, repo_id: str) -> tuple[float, float]:
 def run_sim(out: Path, env: str, steps: int, episodes: int, batch_size: int, preset: str, dtype: str, lr: float,
             rollouts: int) -> None:
     """Record expert demonstrations in the SO-101 sim, train with lerobot-train, roll the checkpoint out."""
+    from vla.datasets.cache import build_cache
     from vla.envs.collect import record
     from vla.envs.rollout import format_result, rollout
 
@@ -109,6 +112,9 @@ def run_sim(out: Path, env: str, steps: int, episodes: int, batch_size: int, pre
     print(f"[1/4] recording {episodes} scripted-expert episodes of {env} (LeRobot v3, video, two 96x96 cameras)")
     summary = record(env, episodes, out / "data", repo_id=repo_id)
     print(f"      {summary.frames} frames in {summary.seconds:.0f} s; expert {summary.successes}/{summary.attempted}")
+    started = time.time()
+    cache = build_cache(out / "data", progress=False)  # lerobot-train then reads frames from it, not from video
+    print(f"      frame cache {cache} built in {time.time() - started:.0f} s")
     print(f"[2/4] training the '{preset}' VLA ({dtype}) for {steps} steps with lerobot-train", flush=True)
     losses = train(out / "data", out / "train", steps, batch_size, preset, dtype, lr, repo_id=repo_id, chunk=10)
     plot(losses, out / "loss.png")
