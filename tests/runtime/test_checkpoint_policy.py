@@ -1,0 +1,76 @@
+"""`CheckpointPolicy`: a saved checkpoint continues the committed actions in the arm's units, per `--rtc` mode."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from lerobot.configs.types import FeatureType, PolicyFeature
+
+from vla.policies.configuration_vla import VLAConfig
+from vla.policies.modeling_vla import VLAPolicy
+from vla.policies.processor_vla import make_vla_pre_post_processors
+from vla.runtime.checkpoint import CheckpointPolicy
+from vla.runtime.policy import RequestObservation
+
+CHUNK, ACTION_DIM, STATE_DIM, MAX_DELAY = 8, 4, 5, 4
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    cfg = VLAConfig(preset="tiny", chunk_size=CHUNK, n_action_steps=CHUNK, num_steps=10, max_state_dim=8,
+                    max_action_dim=8, rtc_max_delay=MAX_DELAY, device="cpu", push_to_hub=False)  # fmt: skip
+    cfg.input_features = {"observation.images.front": PolicyFeature(type=FeatureType.VISUAL, shape=(3, 24, 32)),
+                          "observation.state": PolicyFeature(type=FeatureType.STATE, shape=(STATE_DIM,))}
+    cfg.output_features = {"action": PolicyFeature(type=FeatureType.ACTION, shape=(ACTION_DIM,))}
+    # actions far from zero mean and unit scale: a prefix that skipped normalisation would come back changed
+    stats = {"observation.state": {"mean": torch.zeros(STATE_DIM), "std": torch.ones(STATE_DIM)},
+             "action": {"mean": torch.full((ACTION_DIM,), 20.0), "std": torch.full((ACTION_DIM,), 30.0)}}
+    torch.manual_seed(0)
+    policy = VLAPolicy(cfg)
+    pre, post = make_vla_pre_post_processors(cfg, dataset_stats=stats)
+    path = tmp_path_factory.mktemp("ckpt")
+    for part in (policy, pre, post):
+        part.save_pretrained(path)
+    return path
+
+
+def request(delay: int) -> RequestObservation:
+    rng = np.random.default_rng(0)
+    prefix = (20.0 + 30.0 * rng.standard_normal((CHUNK - 2, ACTION_DIM))).astype(np.float32)
+    image = rng.integers(0, 256, (24, 32, 3), dtype=np.uint8)
+    return RequestObservation(rng.standard_normal(STATE_DIM).astype(np.float32), {"front": image}, "reach",
+                              prefix, delay)  # fmt: skip
+
+
+def committed_error(path: Path, mode: str, delay: int) -> float:
+    """Largest |chunk - prefix| (arm units) over the actions that execute before the chunk arrives."""
+    torch.manual_seed(1)
+    req = request(delay)
+    chunk = CheckpointPolicy(path, rtc_mode=mode).infer(req)
+    assert chunk.shape == (CHUNK, ACTION_DIM) and np.isfinite(chunk).all()
+    assert req.prefix is not None
+    return float(np.abs(chunk[:delay] - req.prefix[:delay]).max())
+
+
+def test_training_time_rtc_returns_the_committed_actions_exactly(checkpoint: Path) -> None:
+    assert committed_error(checkpoint, "training", delay=3) < 1e-3
+
+
+def test_guidance_pulls_the_committed_actions_towards_the_prefix(checkpoint: Path) -> None:
+    ignored = committed_error(checkpoint, "off", delay=3)
+    assert ignored > 5.0  # an untrained policy does not land on the prefix by itself
+    assert committed_error(checkpoint, "guidance", delay=3) < ignored / 3
+
+
+def test_training_mode_beyond_the_trained_delay_falls_back_to_guidance(checkpoint: Path) -> None:
+    delay = MAX_DELAY + 2
+    assert committed_error(checkpoint, "training", delay) == pytest.approx(committed_error(checkpoint, "guidance",
+                                                                                           delay))  # fmt: skip
+
+
+def test_unknown_mode_is_refused(checkpoint: Path) -> None:
+    with pytest.raises(ValueError, match="rtc_mode must be one of"):
+        CheckpointPolicy(checkpoint, rtc_mode="auto")
