@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from vla.model import fused, rtc
@@ -260,7 +261,9 @@ class VLAModel(nn.Module):
                 v = torch.cat([cache.values[i], v], dim=2)
                 out = attention(q, k, v, fast.self_mask)
             h = fused.mlp(fl, fused.attention_out(fl, h, out))
-        return self.action_out_proj(self.expert.norm(h.view(b, length, width)))
+        final = self.expert.norm  # its weight in h's dtype: bfloat16 h with a float32 weight misses the fused kernel
+        h = F.rms_norm(h.view(b, length, width), (width,), final.weight.to(h.dtype), final.eps)
+        return self.action_out_proj(h)
 
     # ------------------------------------------------------------------ reference path
     def denoise_full(self, obs: Observation, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
