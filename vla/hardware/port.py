@@ -109,13 +109,9 @@ class SerialPort:
         buf = bytearray()
         spin_until = time.monotonic() + SPIN_AFTER_SLEEP if wait > 0 else 0.0
         while len(buf) < n and time.monotonic() < spin_until:
-            try:
-                chunk = os.read(self.fd, n - len(buf))
-            except BlockingIOError:
-                continue
-            except OSError as err:
-                raise self._gone(err) from err
-            buf += chunk  # raw mode with VMIN 0: an empty read only means nothing yet (poll tells a closed end)
+            chunk = self._read_now(n - len(buf))
+            if chunk:  # raw mode with VMIN 0: an empty read only means nothing yet (poll tells a closed end)
+                buf += chunk
         while len(buf) < n:
             timeout_ms = (deadline - time.monotonic()) * 1000.0
             if timeout_ms <= 0:
@@ -123,12 +119,9 @@ class SerialPort:
             events = self._poll.poll(max(timeout_ms, 0.05))
             if not events:
                 continue
-            try:
-                chunk = os.read(self.fd, n - len(buf))
-            except BlockingIOError:
+            chunk = self._read_now(n - len(buf))
+            if chunk is None:
                 continue
-            except OSError as err:
-                raise self._gone(err) from err
             if not chunk:  # readable but empty: the other end is gone
                 raise self._gone(None)
             buf += chunk
@@ -143,6 +136,15 @@ class SerialPort:
     def close(self) -> None:
         with contextlib.suppress(Exception):
             self._serial.close()
+
+    def _read_now(self, n: int) -> bytes | None:
+        """Up to `n` bytes without blocking: what is there (b"" when nothing is), None when the read would block."""
+        try:
+            return os.read(self.fd, n)
+        except BlockingIOError:
+            return None
+        except OSError as err:
+            raise self._gone(err) from err
 
     def _gone(self, err: OSError | Exception | None) -> PortGoneError:
         why = f" ({err})" if err else ""
