@@ -67,7 +67,8 @@ class CheckpointActor:
         batch: dict[str, Any] = {"task": tasks}
         for cam in observations[0]["pixels"]:
             images = np.stack([o["pixels"][cam] for o in observations])
-            batch[f"observation.images.{cam}"] = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255.0
+            # uint8 as rendered: the policy scales it to [0, 1] on its device
+            batch[f"observation.images.{cam}"] = torch.from_numpy(images).permute(0, 3, 1, 2)
         batch["observation.state"] = torch.from_numpy(np.stack([o["agent_pos"] for o in observations])).float()
         with torch.inference_mode():
             action = self.post(self.policy.select_action(self.pre(batch)))

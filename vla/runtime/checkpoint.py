@@ -59,7 +59,8 @@ class CheckpointPolicy:
     def infer(self, obs: RequestObservation) -> np.ndarray:
         batch: dict = {"task": obs.task, "observation.state": torch.from_numpy(np.asarray(obs.state, np.float32))}
         for name, image in obs.images.items():
-            batch[f"observation.images.{name}"] = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1) / 255.0
+            # uint8 as captured: the policy scales it to [0, 1] on its device
+            batch[f"observation.images.{name}"] = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)
         use_prefix = obs.prefix is not None and len(obs.prefix) > 0 and self.rtc_mode != "off"
         if use_prefix:
             batch["action"] = torch.from_numpy(np.asarray(obs.prefix, np.float32))[None]  # (1, n, A)
