@@ -5,8 +5,11 @@ backbone's resolution, chunk 50, 10 Euler steps) and training samples/s (forward
 medians, with the ratio ours/theirs and the achieved GFLOP/s (FLOPs from torch's flop counter for one chunk or
 one training step of each implementation). Random weights, offline configs, float32 unless a row says bfloat16;
 the bfloat16 row also reports how far its actions are from float32's. The `compiled` row is float32 with
-`--policy.compile=true` (inference only: compiling changes nothing in training); its compile happens in the
-warm-up and is reported separately.
+`--policy.compile=true`; its compiles happen in the warm-up (the inference one is reported separately).
+
+Training rows recompute every camera embedding, as in a first epoch, except the `frames cached` rows: the same
+policy with its image embedding cache on (`--policy.image_cache_mb`, on by default with a frozen VLM), timed once
+the cache holds the batch's frames, i.e. every later epoch of a dataset whose frames fit in the cache.
 
 Our policy makes glibc's malloc keep freed memory (`vla.allocator`, `--policy.keep_freed_memory`). That setting is
 process-wide, so it is applied before anything is built and every row runs under it, LeRobot's included; pass
@@ -35,12 +38,15 @@ from smolvla_reference import make_smolvla, save_local_vlm
 
 from vla.allocator import keep_freed_memory
 from vla.model import PRESETS
+from vla.model.image_cache import ImageEmbeddingCache
 from vla.policies.configuration_vla import VLAConfig
 from vla.policies.modeling_vla import VLAPolicy
 
 CAM, STATE_DIM, ACTION_DIM, TOKENS = "observation.images.front", 6, 6, 16
 TRAIN_BATCH = {"small": 32, "smolvla": 8, "tiny": 32}
 COMPILED = "ours float32 compiled"
+CACHED_EAGER, CACHED_COMPILED = "ours float32, frames cached", f"{COMPILED}, frames cached"
+CACHED = {CACHED_EAGER: "ours float32", CACHED_COMPILED: COMPILED}  # training-only rows -> the policy they use
 KEEP_FREED = [True]  # --malloc
 
 
@@ -96,6 +102,20 @@ def train_step_fn(policy: Any, data: dict[str, torch.Tensor]) -> Callable[[], No
     return step
 
 
+def with_image_cache(policy: Any, step: Callable[[], None]) -> Callable[[], None]:
+    """`step` with the policy's image embedding cache on; the warm-up step fills it."""
+    cache = ImageEmbeddingCache(2048 << 20)
+
+    def cached() -> None:
+        policy.model.image_cache = cache
+        try:
+            step()
+        finally:
+            policy.model.image_cache = None
+
+    return cached
+
+
 def bench_preset(name: str, repeats: int, tmp: Path) -> list[dict[str, Any]]:
     cfg = PRESETS[name]
     size = cfg.vision.image_size
@@ -111,6 +131,7 @@ def bench_preset(name: str, repeats: int, tmp: Path) -> list[dict[str, Any]]:
                                    (COMPILED, "float32", True)):
         ours = VLAConfig(preset=name, dtype=dtype, freeze_vlm=True, chunk_size=cfg.chunk_size,
                          n_action_steps=cfg.chunk_size, compile=compile_, keep_freed_memory=KEEP_FREED[0],
+                         image_cache_mb=0,
                          num_steps=cfg.num_steps, device="cpu", push_to_hub=False)
         ours.input_features, ours.output_features = dict(inputs), dict(outputs)
         torch.manual_seed(0)
@@ -133,22 +154,32 @@ def bench_preset(name: str, repeats: int, tmp: Path) -> list[dict[str, Any]]:
     actions = {label: fn() for label, fn in infers.items()}
     infer_flops = {label: flops(fn) for label, fn in infers.items() if label != COMPILED}
     infer_flops[COMPILED] = infer_flops["ours float32"]  # the same arithmetic; the counter cannot see into it
-    trained = {label: p for label, p in policies.items() if label != COMPILED}
-    steps = {label: train_step_fn(p, train_batch) for label, p in trained.items()}
-    train_flops = {label: flops(fn) for label, fn in steps.items()}
+    steps = {label: train_step_fn(p, train_batch) for label, p in policies.items()}
+    for label, base in CACHED.items():
+        steps[label] = with_image_cache(policies[base], train_step_fn(policies[base], train_batch))
+    for label in CACHED:
+        steps[label]()  # fills the cache: the flop count below is then a warm step's
+    train_flops = {label: flops(fn) for label, fn in steps.items() if COMPILED not in label}
+    train_flops[COMPILED] = train_flops["ours float32"]
+    train_flops[CACHED_COMPILED] = train_flops[CACHED_EAGER]
     train_s = interleaved_medians(steps, max(2, repeats // 2))
     reference = actions["ours float32"]
     rows = []
-    for label, policy in policies.items():
+    for label in [*policies, *CACHED]:
+        policy = policies[CACHED.get(label, label)]
         policy.eval()
-        row = {"preset": name, "impl": label, "params_m": sum(p.numel() for p in policy.parameters()) / 1e6,
-               "infer_ms": infer_s[label] * 1e3, "infer_gflops": infer_flops[label] / infer_s[label] / 1e9,
-               "chunk_gflop": infer_flops[label] / 1e9, "actions": actions[label]}
+        row = {"preset": name, "impl": label, "params_m": sum(p.numel() for p in policy.parameters()) / 1e6}
+        if label in infer_s:
+            row |= {"infer_ms": infer_s[label] * 1e3, "infer_gflops": infer_flops[label] / infer_s[label] / 1e9,
+                    "chunk_gflop": infer_flops[label] / 1e9, "actions": actions[label]}
         if label in train_s:
             row |= {"train_sps": TRAIN_BATCH[name] / train_s[label],
                     "train_gflops": train_flops[label] / train_s[label] / 1e9}
         rows.append(row)
     for row in rows:
+        if row["impl"] in CACHED:
+            row["note"] = "training only: camera embeddings from the image cache, as in every epoch after the first"
+            continue
         diff = float((row["actions"] - reference).abs().max() / reference.abs().max())
         if row["impl"] == "ours bfloat16":
             row["note"] = f"max |bf16 - fp32| / max |fp32| = {diff:.3f}"
@@ -166,8 +197,9 @@ def print_table(rows: list[dict[str, Any]]) -> None:
         b = base[r["preset"]]
         train = (f"{r['train_sps']:.2f} | {r['train_gflops']:.0f} | {r['train_sps'] / b['train_sps']:.2f}x"
                  if "train_sps" in r else "- | - | -")
-        print(f"| {r['preset']} | {r['impl']} | {r['params_m']:.1f} | {r['infer_ms']:.1f} | {r['chunk_gflop']:.2f} | "
-              f"{r['infer_gflops']:.0f} | {b['infer_ms'] / r['infer_ms']:.2f}x | {train} | {r.get('note', '')} |")
+        infer = (f"{r['infer_ms']:.1f} | {r['chunk_gflop']:.2f} | {r['infer_gflops']:.0f} | "
+                 f"{b['infer_ms'] / r['infer_ms']:.2f}x" if "infer_ms" in r else "- | - | - | -")
+        print(f"| {r['preset']} | {r['impl']} | {r['params_m']:.1f} | {infer} | {train} | {r.get('note', '')} |")
 
 
 def cpu_bf16_support() -> str:

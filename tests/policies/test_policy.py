@@ -93,6 +93,24 @@ def test_random_backbone_trains_by_default_and_can_be_frozen() -> None:
     assert len(frozen.get_optim_params()) < len(policy.get_optim_params())
 
 
+def test_frozen_policy_keeps_frame_embeddings_between_steps() -> None:
+    """`--policy.image_cache_mb`: a frozen policy's second pass over the same frames skips the vision tower."""
+    raw = raw_batch()
+    raw["action"] = torch.randn(2, 6, 4)
+    raw["action_is_pad"] = torch.zeros(2, 6, dtype=torch.bool)
+    for frozen, expected_hits in ((True, 4), (False, 0)):
+        policy, pre, _ = build(freeze_vlm=frozen)
+        batch = pre(dict(raw))
+        policy.train()
+        first, second = (policy.forward(batch)[0] for _ in range(2))
+        cache = policy.model.image_cache
+        assert cache is not None and cache.hits == expected_hits
+        assert torch.isfinite(first) and torch.isfinite(second)
+    assert build(image_cache_mb=0)[0].model.image_cache is None
+    with pytest.raises(ValueError, match="image_cache_mb=-1"):
+        make_config(image_cache_mb=-1)
+
+
 def test_uint8_frames_give_the_actions_of_their_float_frames() -> None:
     """The frame cache's uint8 transport (and raw camera images): the policy scales them by 1/255 itself."""
     policy, pre, _ = build()

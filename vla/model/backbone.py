@@ -115,6 +115,11 @@ class Backbone(nn.Module):
         return self.connector(hidden)
 
     @property
+    def vision_trainable(self) -> bool:
+        """Whether any weight of the vision tower or connector takes gradients."""
+        return any(p.requires_grad for m in (self.vision, self.connector) for p in m.parameters())
+
+    @property
     def vision_fast_path(self) -> bool:
         """Whether the vision tower runs on fused weights: when none of its weights can get a gradient."""
         if not self._vision_fusable:

@@ -28,6 +28,7 @@ from vla.model.backbone import Backbone
 from vla.model.config import VLAModelConfig
 from vla.model.expert import ActionExpert, ExpertLayer
 from vla.model.flow import loss_mask, masked_mse, noisy_actions, posemb_sincos, sample_time
+from vla.model.image_cache import ImageEmbeddingCache
 from vla.model.layers import (
     Rotary,
     apply_rotary,
@@ -81,14 +82,17 @@ class VLAModel(nn.Module):
         self.rotary = Rotary(cfg.text.head_dim, cfg.text.rope_theta)
         self._fused_expert = fused.FusedCache()
         self._fused_vlm = fused.FusedCache()
+        self.image_cache: ImageEmbeddingCache | None = None  # see `vla.model.image_cache`; the policy sets it
         if cfg.freeze_vlm:
             self.backbone.requires_grad_(False)
 
-    def compile_inference(self) -> None:
-        """torch.compile the fast path (vision tower, `_vlm_kv_fast`, `_denoise_fast`); one compile per input shape."""
+    def compile_layers(self) -> None:
+        """torch.compile the fast path (vision tower, `_vlm_kv_fast`, `_denoise_fast`) and the training denoising
+        step (`_denoise_modules`, whose backward inductor compiles too); one compile per input shape."""
         self.backbone.compile_vision()
         self._vlm_kv_fast = torch.compile(self._vlm_kv_fast, dynamic=False)  # type: ignore[method-assign]
         self._denoise_fast = torch.compile(self._denoise_fast, dynamic=False)  # type: ignore[method-assign]
+        self._denoise_modules = torch.compile(self._denoise_modules, dynamic=False)  # type: ignore[method-assign]
 
     @property
     def fast_path(self) -> bool:
@@ -100,8 +104,7 @@ class VLAModel(nn.Module):
     def embed_prefix(self, obs: Observation) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """-> context (B, Lc, D) camera+language embeddings, their validity (B, Lc), state token (B, 1, D)."""
         b, n = obs.image_masks.shape
-        pixels = torch.cat([self.backbone.preprocess_images(im) for im in obs.images])  # (N*B, 3, S, S)
-        images = self.backbone.embed_images(pixels)
+        images = self.embed_cameras(obs.images)
         per_image = images.shape[1]
         images = images.view(n, b, per_image, -1).transpose(0, 1).reshape(b, n * per_image, -1)
         image_valid = obs.image_masks.repeat_interleave(per_image, dim=1)
@@ -110,6 +113,20 @@ class VLAModel(nn.Module):
         valid = torch.cat([image_valid, obs.token_mask], dim=1)
         state = pad_last_dim(obs.state, self.cfg.max_state_dim, "state")
         return context, valid, self.state_proj(state)[:, None]
+
+    def embed_cameras(self, cameras: list[torch.Tensor]) -> torch.Tensor:
+        """N cameras' (B, 3, H, W) images in [0, 1] -> (N*B, tokens_per_image, D), camera-major."""
+        backbone = self.backbone
+
+        def compute(images: list[torch.Tensor]) -> torch.Tensor:
+            return backbone.embed_images(torch.cat([backbone.preprocess_images(im) for im in images if len(im)]))
+
+        if self.image_cache is None or not self.training or backbone.vision_trainable:
+            return compute(cameras)
+        weights = backbone.connector.modality_projection.proj.weight
+        token = (fused.weights_key([backbone.vision, backbone.connector], fused.compute_dtype(weights)),
+                 backbone.image_size)
+        return self.image_cache.embed(cameras, compute, token)
 
     def embed_suffix(self, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """x_t (B, H, A), t (B,) or per-token (B, H) -> action tokens (B, H, expert_width)."""
@@ -228,6 +245,10 @@ class VLAModel(nn.Module):
         """Velocity v_t (B, H, A) at noisy actions x_t (B, H, A) and flow time t ((B,) or per-token (B, H))."""
         if cache.fast is not None:
             return self._denoise_fast(x_t, t, cache, cache.fast)
+        return self._denoise_modules(x_t, t, cache)
+
+    def _denoise_modules(self, x_t: torch.Tensor, t: torch.Tensor, cache: PrefixCache) -> torch.Tensor:
+        """`denoise_step` on the modules (training: parameters get gradients)."""
         h = self.embed_suffix(x_t, t)
         hd = self.cfg.text.head_dim
         for i, layer in enumerate(self.expert.blocks):

@@ -31,12 +31,17 @@ class VLAConfig(PreTrainedConfig):
     # backbone starts from random weights (a frozen random backbone is a poor feature extractor).
     freeze_vlm: bool | None = None
     dtype: str = "float32"  # "bfloat16": autocast the network (faster on GPUs and AMX CPUs)
-    # torch.compile the eval-mode fast path (prefix layers and denoising step). The first chunk of each input
-    # shape then takes a compile (about 15-20 s on a 2-core CPU); later chunks are faster. Training is unchanged.
+    # torch.compile the eval-mode fast path (vision tower, prefix layers, denoising step) and the training
+    # denoising step with its backward. The first chunk or training step of each input shape then takes a compile
+    # (8-30 s on a 2-core CPU); later ones are faster.
     compile: bool = False
     # Make glibc's malloc reuse freed memory instead of returning it to the kernel (process-wide; see
     # `vla.allocator`): large tensors then stop page-faulting on every allocation. The process keeps its peak heap.
     keep_freed_memory: bool = True
+    # Keep each training frame's camera embedding while the vision tower is frozen, so later epochs skip the
+    # tower (`vla.model.image_cache`): up to this many MiB of CPU memory, least recently used out first; 0 = off.
+    # Frames under random image augmentation never repeat and only pass through.
+    image_cache_mb: int = 2048
 
     n_obs_steps: int = 1
     chunk_size: int = 50
@@ -74,6 +79,8 @@ class VLAConfig(PreTrainedConfig):
             raise ValueError(f"--policy.preset={self.preset!r} is not one of {sorted(PRESETS)}")
         if self.dtype not in DTYPES:
             raise ValueError(f"--policy.dtype={self.dtype!r} is not one of {DTYPES}")
+        if self.image_cache_mb < 0:
+            raise ValueError(f"--policy.image_cache_mb={self.image_cache_mb} must be 0 (off) or a size in MiB")
         if not 1 <= self.n_action_steps <= self.chunk_size:
             raise ValueError(
                 f"n_action_steps={self.n_action_steps} must be between 1 and chunk_size={self.chunk_size}"

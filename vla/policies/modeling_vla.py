@@ -30,6 +30,7 @@ from torch import Tensor
 from vla.allocator import keep_freed_memory
 from vla.model import Observation, VLAModel
 from vla.model.backbone import Backbone
+from vla.model.image_cache import ImageEmbeddingCache
 from vla.policies.configuration_vla import VLAConfig
 
 ACTION_IS_PAD = f"{ACTION}_is_pad"
@@ -60,7 +61,9 @@ class VLAPolicy(PreTrainedPolicy):
             # autocast convert every weight on every call (for the 500M shape that conversion alone is costly).
             self.model.backbone.to(torch.bfloat16)
         if config.compile:
-            self.model.compile_inference()
+            self.model.compile_layers()
+        if config.image_cache_mb:
+            self.model.image_cache = ImageEmbeddingCache(config.image_cache_mb << 20)
         self.camera_keys = list(config.image_features)
         action = config.action_feature
         assert action is not None  # validate_features guarantees it
