@@ -119,3 +119,15 @@ def test_unused_when_the_tower_trains_or_in_eval() -> None:
     with torch.no_grad():
         model.sample_actions(obs, num_steps=2)
     assert model.image_cache is not None and model.image_cache.misses == 0 and len(model.image_cache) == 0
+
+
+def test_warns_once_when_no_frame_ever_repeats(monkeypatch: pytest.MonkeyPatch,
+                                               caplog: pytest.LogCaptureFixture) -> None:  # fmt: skip
+    monkeypatch.setattr("vla.model.image_cache.NEVER_REPEATED", 6)
+    cache = ImageEmbeddingCache(1 << 20)
+    with caplog.at_level("WARNING", logger="vla.model.image_cache"):
+        for _ in range(4):  # augmented frames: new pixels every time
+            cache.embed([torch.rand(2, 3, 4, 4)], embed_rows, token=0)
+    assert [r.message for r in caplog.records if "none seen twice" in r.message] == [
+        "image embedding cache: 6 training images, none seen twice (random image augmentation makes every frame "
+        "new); --policy.image_cache_mb=0 turns the cache off"]

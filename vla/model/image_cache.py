@@ -14,10 +14,14 @@ Frames drawn with random augmentation never repeat: they only pass through (hash
 from __future__ import annotations
 
 import hashlib
+import logging
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
 
 import torch
+
+logger = logging.getLogger(__name__)
+NEVER_REPEATED = 10_000  # misses without one hit before the cache says it is useless (augmented frames)
 
 
 def image_key(image: torch.Tensor) -> bytes:
@@ -38,6 +42,7 @@ class ImageEmbeddingCache:
         self.misses = 0
         self._entries: OrderedDict[bytes, torch.Tensor] = OrderedDict()
         self._token: Hashable = None
+        self._warned = False
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -61,6 +66,10 @@ class ImageEmbeddingCache:
         missing = [i for i, entry in enumerate(held) if entry is None]
         self.hits += len(keys) - len(missing)
         self.misses += len(missing)
+        if not self.hits and self.misses >= NEVER_REPEATED and not self._warned:
+            self._warned = True
+            logger.warning("image embedding cache: %d training images, none seen twice (random image augmentation "
+                           "makes every frame new); --policy.image_cache_mb=0 turns the cache off", self.misses)
         device = cameras[0].device
         if not missing:
             for key in keys:
