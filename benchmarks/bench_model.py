@@ -3,8 +3,9 @@
 For each preset (`small`, `smolvla` by default): inference latency per action chunk (batch 1, one camera at the
 backbone's resolution, chunk 50, 10 Euler steps) and training samples/s (forward, backward, AdamW step), as
 medians, with the ratio ours/theirs and the achieved GFLOP/s (FLOPs from torch's flop counter for one chunk or
-one training step of each implementation). Random weights, offline configs, float32 unless a row says bfloat16;
-the bfloat16 row also reports how far its actions are from float32's. The `compiled` row is float32 with
+one training step of each implementation). Random weights, offline configs, float32 unless a row says bfloat16 or
+int8; those rows also report how far their actions are from float32's. int8 (`--policy.dtype=int8`) changes
+inference only, so its rows have no training figures. The `compiled` row is float32 with
 `--policy.compile=true`; its compiles happen in the warm-up (the inference one is reported separately).
 
 Training rows recompute every camera embedding, as in a first epoch, except the `frames cached` rows: the same
@@ -44,7 +45,9 @@ from vla.policies.modeling_vla import VLAPolicy
 
 CAM, STATE_DIM, ACTION_DIM, TOKENS = "observation.images.front", 6, 6, 16
 TRAIN_BATCH = {"small": 32, "smolvla": 8, "tiny": 32}
-COMPILED = "ours float32 compiled"
+COMPILED, INT8_COMPILED = "ours float32 compiled", "ours int8 compiled"
+VARIANTS = [("ours float32", "float32", False), ("ours bfloat16", "bfloat16", False), (COMPILED, "float32", True),
+            ("ours int8", "int8", False), (INT8_COMPILED, "int8", True)]  # label, --policy.dtype, --policy.compile
 CACHED_EAGER, CACHED_COMPILED = "ours float32, frames cached", f"{COMPILED}, frames cached"
 CACHED = {CACHED_EAGER: "ours float32", CACHED_COMPILED: COMPILED}  # training-only rows -> the policy they use
 KEEP_FREED = [True]  # --malloc
@@ -127,8 +130,7 @@ def bench_preset(name: str, repeats: int, tmp: Path) -> list[dict[str, Any]]:
     torch.manual_seed(0)
     theirs = make_smolvla(cfg, save_local_vlm(cfg, tmp / name), inputs, outputs).eval()
     policies: dict[str, Any] = {"LeRobot SmolVLA": theirs}
-    for label, dtype, compile_ in (("ours float32", "float32", False), ("ours bfloat16", "bfloat16", False),
-                                   (COMPILED, "float32", True)):
+    for label, dtype, compile_ in VARIANTS:
         ours = VLAConfig(preset=name, dtype=dtype, freeze_vlm=True, chunk_size=cfg.chunk_size,
                          n_action_steps=cfg.chunk_size, compile=compile_, keep_freed_memory=KEEP_FREED[0],
                          image_cache_mb=0,
@@ -136,8 +138,8 @@ def bench_preset(name: str, repeats: int, tmp: Path) -> list[dict[str, Any]]:
         ours.input_features, ours.output_features = dict(inputs), dict(outputs)
         torch.manual_seed(0)
         policies[label] = VLAPolicy(ours).eval()
-    # the bfloat16 and compiled rows run the same weights as the float32 row
-    for label in ("ours bfloat16", COMPILED):
+    # every variant runs the same weights as the float32 row
+    for label, _, _ in VARIANTS[1:]:
         policies[label].load_state_dict(policies["ours float32"].state_dict())
 
     def infer_fn(policy: Any) -> Callable[[], torch.Tensor]:
@@ -147,14 +149,19 @@ def bench_preset(name: str, repeats: int, tmp: Path) -> list[dict[str, Any]]:
         return infer
 
     infers = {label: infer_fn(p) for label, p in policies.items()}
-    start = time.perf_counter()
-    infers[COMPILED]()
-    compile_s = time.perf_counter() - start
+    compile_s = {}
+    for label in (COMPILED, INT8_COMPILED):
+        start = time.perf_counter()
+        infers[label]()
+        compile_s[label] = time.perf_counter() - start
     infer_s = interleaved_medians(infers, repeats)
     actions = {label: fn() for label, fn in infers.items()}
-    infer_flops = {label: flops(fn) for label, fn in infers.items() if label != COMPILED}
-    infer_flops[COMPILED] = infer_flops["ours float32"]  # the same arithmetic; the counter cannot see into it
-    steps = {label: train_step_fn(p, train_batch) for label, p in policies.items()}
+    # the compiled and int8 rows do the same arithmetic as float32 (the counter sees neither into compiled graphs
+    # nor int8 matmuls), so their GFLOP/s are float32's operations per second
+    infer_flops = {label: flops(fn) for label, fn in infers.items() if label not in compile_s and "int8" not in label}
+    for label in (COMPILED, "ours int8", INT8_COMPILED):
+        infer_flops[label] = infer_flops["ours float32"]
+    steps = {label: train_step_fn(p, train_batch) for label, p in policies.items() if "int8" not in label}
     for label, base in CACHED.items():
         steps[label] = with_image_cache(policies[base], train_step_fn(policies[base], train_batch))
     for label in CACHED:
@@ -184,7 +191,10 @@ def bench_preset(name: str, repeats: int, tmp: Path) -> list[dict[str, Any]]:
         if row["impl"] == "ours bfloat16":
             row["note"] = f"max |bf16 - fp32| / max |fp32| = {diff:.3f}"
         elif row["impl"] == COMPILED:
-            row["note"] = f"compile {compile_s:.0f} s; max |compiled - eager| / max |eager| = {diff:.1e}"
+            row["note"] = f"compile {compile_s[COMPILED]:.0f} s; max |compiled - eager| / max |eager| = {diff:.1e}"
+        elif "int8" in row["impl"]:
+            compiled = f"compile {compile_s[INT8_COMPILED]:.0f} s; " if row["impl"] == INT8_COMPILED else ""
+            row["note"] = f"{compiled}inference only; max |int8 - fp32| / max |fp32| = {diff:.3f}"
     return rows
 
 

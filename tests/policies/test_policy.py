@@ -10,7 +10,7 @@ from lerobot.configs.types import FeatureType, PolicyFeature
 
 from vla.model import PRESETS
 from vla.policies.configuration_vla import VLAConfig
-from vla.policies.modeling_vla import VLAPolicy
+from vla.policies.modeling_vla import VLAPolicy, pad_tokens
 from vla.policies.processor_vla import make_vla_pre_post_processors
 from vla.policies.tokenizer import ByteTokenizer
 
@@ -198,8 +198,34 @@ def test_action_dim_above_max_is_rejected() -> None:
 def test_bad_preset_and_dtype() -> None:
     with pytest.raises(ValueError, match="preset='huge'"):
         VLAConfig(preset="huge", device="cpu")
-    with pytest.raises(ValueError, match="dtype='fp8'"):
+    with pytest.raises(ValueError, match=r"dtype='fp8' is not one of \('float32', 'bfloat16', 'int8'\)"):
         VLAConfig(dtype="fp8", device="cpu")
+
+
+def test_int8_policy_actions_stay_close_to_float32() -> None:
+    """`--policy.dtype=int8`: int8 inference matmuls; the same weights' float32 actions within a few percent."""
+    batch_raw = raw_batch()
+    noise = torch.randn(2, 6, 8)
+    policy32, pre, _ = build()
+    policy8, _, _ = build(dtype="int8")
+    policy32.eval(), policy8.eval()  # int8 is for inference: a policy in training mode stays float32
+    batch = pre(batch_raw)
+    a32 = policy32.predict_action_chunk(batch, noise=noise)
+    a8 = policy8.predict_action_chunk(batch, noise=noise)
+    assert policy8.model.int8 and a8.dtype == torch.float32
+    assert 0 < (a8 - a32).abs().max() < 0.05 * a32.abs().max()
+
+
+def test_compiled_policy_buckets_instruction_lengths() -> None:
+    """With `compile`, language tokens are padded (masked) to a multiple of 16, so compiled graphs are reused."""
+    tokens, mask = torch.arange(1, 8)[None].expand(2, -1), torch.ones(2, 7, dtype=torch.bool)
+    mask[1, 5:] = False
+    padded, padded_mask = pad_tokens(tokens, mask, 16)
+    assert padded.shape == padded_mask.shape == (2, 16)
+    assert torch.equal(padded[:, :7], tokens) and torch.equal(padded_mask[:, :7], mask)
+    assert not padded_mask[:, 7:].any()
+    same, same_mask = pad_tokens(padded, padded_mask, 16)
+    assert same is padded and same_mask is padded_mask
 
 
 def test_bfloat16_actions_stay_close_to_float32() -> None:

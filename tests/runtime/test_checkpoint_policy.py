@@ -74,3 +74,39 @@ def test_training_mode_beyond_the_trained_delay_falls_back_to_guidance(checkpoin
 def test_unknown_mode_is_refused(checkpoint: Path) -> None:
     with pytest.raises(ValueError, match="rtc_mode must be one of"):
         CheckpointPolicy(checkpoint, rtc_mode="auto")
+
+
+def test_dtype_override_runs_the_checkpoint_in_int8(checkpoint: Path) -> None:
+    """`vla deploy/serve/chunking-eval --dtype int8`: the float32 checkpoint's chunk, within int8's error."""
+    chunks = []
+    for dtype in (None, "int8"):
+        torch.manual_seed(1)
+        policy = CheckpointPolicy(checkpoint, rtc_mode="off", dtype=dtype)
+        assert policy.policy.model.int8 == (dtype == "int8")
+        chunks.append(policy.infer(request(0)))
+    scale = np.abs(chunks[0]).max()
+    assert 0 < np.abs(chunks[1] - chunks[0]).max() < 0.05 * scale
+    with pytest.raises(ValueError, match="dtype 'fp4' is not one of"):
+        CheckpointPolicy(checkpoint, dtype="fp4")
+
+
+def test_compiled_checkpoint_compiles_while_loading(checkpoint: Path) -> None:
+    """`--compile`: the compiles happen in the constructor's warm-up, not on the first real chunk."""
+    from torch._dynamo.utils import counters
+
+    before = counters["stats"]["unique_graphs"]
+    policy = CheckpointPolicy(checkpoint, rtc_mode="guidance", compile=True, task="reach")
+    compiled = counters["stats"]["unique_graphs"]
+    assert compiled > before
+    for delay in (0, 2):
+        chunk = policy.infer(request(delay))
+        assert np.isfinite(chunk).all()
+    assert counters["stats"]["unique_graphs"] == compiled  # nothing left to compile
+    longer = request(0)
+    longer.task = "pick up the red cube and put it in the box"  # another token-length bucket: compiles once
+    policy.infer(longer)
+    again = counters["stats"]["unique_graphs"]
+    assert again > compiled
+    longer.task = "put the blue cube in the box, then the red one"  # same bucket: no compile
+    policy.infer(longer)
+    assert counters["stats"]["unique_graphs"] == again

@@ -26,15 +26,19 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vla.model.quant import Int8Weight, int8_mm, quantize_weight
+
+Weight = torch.Tensor | Int8Weight  # a fused matmul weight (in, out)
+
 
 @dataclass(frozen=True)
 class FusedLayer:
-    w_in: torch.Tensor  # (D, q [+ k + v]) input norm folded in
+    w_in: Weight  # (D, q [+ k + v]) input norm folded in
     b_in: torch.Tensor | None
-    w_o: torch.Tensor  # (q, D)
+    w_o: Weight  # (q, D)
     b_o: torch.Tensor | None
-    w_gate_up: torch.Tensor  # (D, 2F) post-attention norm folded in
-    w_down: torch.Tensor  # (F, D)
+    w_gate_up: Weight  # (D, 2F) post-attention norm folded in
+    w_down: Weight  # (F, D)
     eps: float
 
 
@@ -55,8 +59,9 @@ def _cat_bias(*linears: nn.Linear) -> torch.Tensor | None:
 
 
 @torch.no_grad()
-def fuse_layer(layer: Any, q_only: bool, dtype: torch.dtype) -> FusedLayer:
-    """One Llama-layout layer (ours or transformers') -> its fused weights in `dtype`."""
+def fuse_layer(layer: Any, q_only: bool, dtype: torch.dtype, int8: bool = False) -> FusedLayer:
+    """One Llama-layout layer (ours or transformers') -> its fused weights in `dtype` (matmul weights in int8
+    with `int8`, see `vla.model.quant`)."""
     attn, mlp = layer.self_attn, layer.mlp
     norm_in, norm_post = layer.input_layernorm, layer.post_attention_layernorm
     if _norm_eps(norm_in) != _norm_eps(norm_post):
@@ -68,8 +73,8 @@ def fuse_layer(layer: Any, q_only: bool, dtype: torch.dtype) -> FusedLayer:
     w_gate_up = torch.cat([mlp.gate_proj.weight, mlp.up_proj.weight]) * norm_post.weight
     b_in, b_o = _cat_bias(*projections), attn.o_proj.bias
 
-    def prep(w: torch.Tensor) -> torch.Tensor:
-        return w.t().to(dtype).contiguous()
+    def prep(w: torch.Tensor) -> Weight:
+        return quantize_weight(w.t()) if int8 else w.t().to(dtype).contiguous()
 
     return FusedLayer(w_in=prep(w_in), b_in=None if b_in is None else b_in.to(dtype),
                       w_o=prep(attn.o_proj.weight), b_o=None if b_o is None else b_o.detach().to(dtype),
@@ -88,9 +93,11 @@ class FusedCache:
         self._key: tuple[Any, ...] | None = None
         self._layers: list[Any] = []
 
-    def get(self, layers: list[Any], dtype: torch.dtype, build: Callable[[Any], Any]) -> list[Any]:
-        """`build(layer)` for each layer, from the cache while no weight of `layers` has changed."""
-        key = weights_key(layers, dtype)
+    def get(self, layers: list[Any], dtype: torch.dtype, build: Callable[[Any], Any], int8: bool = False
+            ) -> list[Any]:  # fmt: skip
+        """`build(layer)` for each layer, from the cache while no weight of `layers` has changed (and the same
+        `int8` choice is asked for)."""
+        key = (int8, *weights_key(layers, dtype))
         if key != self._key:
             self._layers = [build(layer) for layer in layers]
             self._key = key
@@ -118,12 +125,17 @@ def rope(x: torch.Tensor, cos: torch.Tensor, signed_sin: torch.Tensor) -> torch.
     return torch.addcmul(x * cos, torch.roll(x, x.shape[-1] // 2, dims=-1), signed_sin)
 
 
-def linear(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None, residual: torch.Tensor | None = None
+def linear(x: torch.Tensor, w: Weight, b: torch.Tensor | None, residual: torch.Tensor | None = None
            ) -> torch.Tensor:  # fmt: skip
     """x (N, in) @ w (in, out) [+ b] [+ residual (N, out)], as one matmul where possible."""
+    if isinstance(w, Int8Weight):
+        out = int8_mm(x, w)
+        if b is not None:
+            out = out.add_(b)
+        return out if residual is None else out.add_(residual)
     if residual is not None:
         out = torch.addmm(residual, x, w)
-        return out if b is None else out + b
+        return out if b is None else out.add_(b)
     return x @ w if b is None else torch.addmm(b, x, w)
 
 
@@ -143,8 +155,8 @@ def qkv_heads(layer: FusedLayer, h: torch.Tensor, batch: int, heads: int, kv_hea
 
 def mlp(layer: FusedLayer, h: torch.Tensor) -> torch.Tensor:
     """Residual SwiGLU half on flat tokens h (N, D)."""
-    gate, up = (norm(h, layer.eps) @ layer.w_gate_up).chunk(2, dim=-1)
-    return torch.addmm(h, F.silu(gate) * up, layer.w_down)
+    gate, up = linear(norm(h, layer.eps), layer.w_gate_up, None).chunk(2, dim=-1)
+    return linear(F.silu(gate) * up, layer.w_down, None, residual=h)
 
 
 def attention_out(layer: FusedLayer, h: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
@@ -158,20 +170,20 @@ def attention_out(layer: FusedLayer, h: torch.Tensor, out: torch.Tensor) -> torc
 class FusedVisionLayer:
     """A pre-norm SigLIP encoder layer with both LayerNorms' scale and shift folded into the matmuls after them."""
 
-    w_qkv: torch.Tensor  # (D, 3D)
+    w_qkv: Weight  # (D, 3D)
     b_qkv: torch.Tensor
-    w_o: torch.Tensor  # (D, D)
+    w_o: Weight  # (D, D)
     b_o: torch.Tensor
-    w_fc1: torch.Tensor  # (D, F)
+    w_fc1: Weight  # (D, F)
     b_fc1: torch.Tensor
-    w_fc2: torch.Tensor  # (F, D)
+    w_fc2: Weight  # (F, D)
     b_fc2: torch.Tensor
     eps: float
 
 
 @torch.no_grad()
-def fuse_vision_layer(layer: Any, dtype: torch.dtype) -> FusedVisionLayer:
-    """transformers' SigLIP / SmolVLM encoder layer -> fused weights in `dtype`.
+def fuse_vision_layer(layer: Any, dtype: torch.dtype, int8: bool = False) -> FusedVisionLayer:
+    """transformers' SigLIP / SmolVLM encoder layer -> fused weights in `dtype` (matmul weights in int8 with `int8`).
 
     LayerNorm then linear, (n(x) g + s) W^T + c = n(x) (W g)^T + (W s + c), with n the plain normalisation.
     """
@@ -181,8 +193,8 @@ def fuse_vision_layer(layer: Any, dtype: torch.dtype) -> FusedVisionLayer:
     w_qkv = torch.cat([attn.q_proj.weight, attn.k_proj.weight, attn.v_proj.weight])
     b_qkv = torch.cat([attn.q_proj.bias, attn.k_proj.bias, attn.v_proj.bias])
 
-    def prep(w: torch.Tensor) -> torch.Tensor:
-        return w.t().to(dtype).contiguous()
+    def prep(w: torch.Tensor) -> Weight:
+        return quantize_weight(w.t()) if int8 else w.t().to(dtype).contiguous()
 
     return FusedVisionLayer(
         w_qkv=prep(w_qkv * ln1.weight), b_qkv=(b_qkv + w_qkv @ ln1.bias).to(dtype),
@@ -200,9 +212,9 @@ def vision_layer(layer: FusedVisionLayer, h: torch.Tensor, batch: int, heads: in
     """
     width = h.shape[-1]
     x = F.layer_norm(h, (width,), None, None, layer.eps)
-    qkv = torch.addmm(layer.b_qkv, x, layer.w_qkv).view(batch, -1, 3, heads, width // heads).permute(2, 0, 3, 1, 4)
+    qkv = linear(x, layer.w_qkv, layer.b_qkv).view(batch, -1, 3, heads, width // heads).permute(2, 0, 3, 1, 4)
     out = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2])
-    h = torch.addmm(h, out.transpose(1, 2).reshape(h.shape), layer.w_o).add_(layer.b_o)
-    x = torch.addmm(layer.b_fc1, F.layer_norm(h, (width,), None, None, layer.eps), layer.w_fc1)
+    h = linear(out.transpose(1, 2).reshape(h.shape), layer.w_o, layer.b_o, residual=h)
+    x = linear(F.layer_norm(h, (width,), None, None, layer.eps), layer.w_fc1, layer.b_fc1)
     x = torch.ops.aten.gelu_(x, approximate="tanh")
-    return torch.addmm(h, x, layer.w_fc2).add_(layer.b_fc2)
+    return linear(x, layer.w_fc2, layer.b_fc2, residual=h)

@@ -82,6 +82,7 @@ class VLAModel(nn.Module):
         self.rotary = Rotary(cfg.text.head_dim, cfg.text.rope_theta)
         self._fused_expert = fused.FusedCache()
         self._fused_vlm = fused.FusedCache()
+        self.int8 = False  # see `use_int8`
         self.image_cache: ImageEmbeddingCache | None = None  # see `vla.model.image_cache`; the policy sets it
         if cfg.freeze_vlm:
             self.backbone.requires_grad_(False)
@@ -93,6 +94,15 @@ class VLAModel(nn.Module):
         self._vlm_kv_fast = torch.compile(self._vlm_kv_fast, dynamic=False)  # type: ignore[method-assign]
         self._denoise_fast = torch.compile(self._denoise_fast, dynamic=False)  # type: ignore[method-assign]
         self._denoise_modules = torch.compile(self._denoise_modules, dynamic=False)  # type: ignore[method-assign]
+
+    def use_int8(self, on: bool = True) -> None:
+        """Run inference matmuls in int8 (`vla.model.quant`): in eval mode, wherever no gradient is wanted.
+        Training, frozen parts included, stays in the activations' dtype."""
+        self.int8 = self.backbone.int8 = on
+
+    @property
+    def int8_now(self) -> bool:
+        return self.int8 and not self.training and not torch.is_grad_enabled()
 
     @property
     def fast_path(self) -> bool:
@@ -176,7 +186,8 @@ class VLAModel(nn.Module):
         nh, nkv, hd = text.num_heads, text.num_kv_heads, text.head_dim
         blocks = self.backbone.blocks
         dtype = fused.compute_dtype(x)
-        layers = self._fused_vlm.get(blocks, dtype, lambda layer: fused.fuse_layer(layer, False, dtype))
+        int8 = self.int8_now
+        layers = self._fused_vlm.get(blocks, dtype, lambda layer: fused.fuse_layer(layer, False, dtype, int8), int8)
         cos, signed_sin = fused.rotary_tables(*(table.to(dtype) for table in self.rotary(positions)))
         mask = fused.additive_mask(mask, dtype)
         b, length, width = x.shape
@@ -236,7 +247,9 @@ class VLAModel(nn.Module):
 
     def _fast_expert(self, cache: PrefixCache, dtype: torch.dtype) -> FastExpert:
         blocks = self.expert.blocks
-        layers = self._fused_expert.get(blocks, dtype, lambda layer: fused.fuse_layer(layer, layer.cross, dtype))
+        int8 = self.int8_now
+        layers = self._fused_expert.get(blocks, dtype, lambda layer: fused.fuse_layer(layer, layer.cross, dtype, int8),
+                                        int8)  # fmt: skip
         cos, signed_sin = fused.rotary_tables(cache.cos.to(dtype), cache.sin.to(dtype))
         return FastExpert(layers, fused.additive_mask(cache.self_mask, dtype),
                           fused.additive_mask(cache.cross_mask, dtype), cos, signed_sin)

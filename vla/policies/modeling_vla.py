@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from lerobot.policies.pretrained import PreTrainedPolicy
 from lerobot.utils.constants import (
     ACTION,
@@ -31,7 +32,7 @@ from vla.allocator import keep_freed_memory
 from vla.model import Observation, VLAModel
 from vla.model.backbone import Backbone
 from vla.model.image_cache import ImageEmbeddingCache
-from vla.policies.configuration_vla import VLAConfig
+from vla.policies.configuration_vla import DTYPES, VLAConfig
 
 ACTION_IS_PAD = f"{ACTION}_is_pad"
 _loading_checkpoint = contextvars.ContextVar("vla_loading_checkpoint", default=False)
@@ -39,6 +40,21 @@ _loading_checkpoint = contextvars.ContextVar("vla_loading_checkpoint", default=F
 
 def is_camera_key(key: str) -> bool:
     return (key == OBS_IMAGE or key.startswith(OBS_IMAGES + ".")) and not key.endswith("_is_pad")
+
+
+TOKEN_BUCKET = 16
+
+
+def pad_tokens(tokens: Tensor, mask: Tensor, multiple: int) -> tuple[Tensor, Tensor]:
+    """Right-pad (B, L) language tokens and mask to a multiple of `multiple` (padding is masked out).
+
+    Compiled graphs are specialised to the prefix length, which follows the batch's longest instruction; bucketing
+    it keeps the number of compiles small (one per bucket, not one per instruction length).
+    """
+    extra = -tokens.shape[1] % multiple
+    if not extra:
+        return tokens, mask
+    return F.pad(tokens, (0, extra)), F.pad(mask, (0, extra), value=False)
 
 
 class VLAPolicy(PreTrainedPolicy):
@@ -60,6 +76,7 @@ class VLAPolicy(PreTrainedPolicy):
             # A frozen backbone needs no float32 master copy: store it in bfloat16 once instead of letting
             # autocast convert every weight on every call (for the 500M shape that conversion alone is costly).
             self.model.backbone.to(torch.bfloat16)
+        self.model.use_int8(config.dtype == "int8")
         if config.compile:
             self.model.compile_layers()
         if config.image_cache_mb:
@@ -81,8 +98,10 @@ class VLAPolicy(PreTrainedPolicy):
             _loading_checkpoint.reset(token)
 
     @classmethod
-    def load_for_inference(cls, path: str | Path, device: str = "cpu") -> tuple[VLAPolicy, Any, Any]:
-        """A checkpoint in eval mode on `device`, with the pre- and postprocessors saved beside it."""
+    def load_for_inference(cls, path: str | Path, device: str = "cpu", dtype: str | None = None,
+                           compile: bool = False) -> tuple[VLAPolicy, Any, Any]:  # fmt: skip
+        """A checkpoint in eval mode on `device`, with the pre- and postprocessors saved beside it; `dtype` and
+        `compile` override the checkpoint's inference settings (see `set_inference`)."""
         from lerobot.policies.factory import make_pre_post_processors
 
         import lerobot_policy_vla  # noqa: F401  (registers the policy type and processor steps)
@@ -90,10 +109,22 @@ class VLAPolicy(PreTrainedPolicy):
         policy = cls.from_pretrained(str(path))
         policy.config.device = device
         policy.to(device).eval()
+        policy.set_inference(dtype, compile)
         overrides = {"device_processor": {"device": device}}
         pre, post = make_pre_post_processors(policy.config, pretrained_path=str(path),
                                              preprocessor_overrides=overrides)  # fmt: skip
         return policy, pre, post
+
+    def set_inference(self, dtype: str | None = None, compile: bool = False) -> None:
+        """Switch a built policy's inference precision (`float32`, `bfloat16`, `int8`) or turn `compile` on."""
+        if dtype is not None:
+            if dtype not in DTYPES:
+                raise ValueError(f"dtype {dtype!r} is not one of {DTYPES}")
+            self.config.dtype = dtype
+            self.model.use_int8(dtype == "int8")
+        if compile and not self.config.compile:
+            self.config.compile = True
+            self.model.compile_layers()
 
     # ------------------------------------------------------------------ LeRobot interface
     def reset(self) -> None:
@@ -167,11 +198,14 @@ class VLAPolicy(PreTrainedPolicy):
             state = torch.zeros(b, 0, device=dev)
         if OBS_LANGUAGE_TOKENS not in batch:
             raise KeyError(f"the batch has no '{OBS_LANGUAGE_TOKENS}': pass it through the policy's preprocessor")
+        tokens, token_mask = batch[OBS_LANGUAGE_TOKENS], batch[OBS_LANGUAGE_ATTENTION_MASK].bool()
+        if self.config.compile:
+            tokens, token_mask = pad_tokens(tokens, token_mask, TOKEN_BUCKET)
         return Observation(images=images, image_masks=torch.stack(masks, dim=1), state=state.float(),
-                           tokens=batch[OBS_LANGUAGE_TOKENS], token_mask=batch[OBS_LANGUAGE_ATTENTION_MASK].bool())
+                           tokens=tokens, token_mask=token_mask)
 
     def _autocast(self) -> AbstractContextManager[Any]:
-        if self.config.dtype == "float32":
+        if self.config.dtype != "bfloat16":
             return nullcontext()
         device = next(self.parameters()).device.type
         return torch.autocast(device_type=device, dtype=torch.bfloat16)

@@ -31,13 +31,13 @@ RTC_MODES = ("guidance", "training", "off")
 
 class CheckpointPolicy:
     def __init__(self, path: str | Path, device: str = "cpu", rtc_mode: str = "guidance", beta: float = 5.0,
-                 fps: float = 30.0):  # fmt: skip
+                 fps: float = 30.0, dtype: str | None = None, compile: bool = False, task: str = ""):  # fmt: skip
         from vla.policies.modeling_vla import VLAPolicy
 
         if rtc_mode not in RTC_MODES:
             raise ValueError(f"rtc_mode must be one of {RTC_MODES}, not '{rtc_mode}'")
         self.rtc_mode, self.beta, self.device = rtc_mode, beta, device
-        self.policy, self.pre, self.post = VLAPolicy.load_for_inference(path, device)
+        self.policy, self.pre, self.post = VLAPolicy.load_for_inference(path, device, dtype, compile)
         config = self.policy.config
         cameras = {key.removeprefix("observation.images."): (int(ft.shape[1]), int(ft.shape[2]))
                    for key, ft in config.image_features.items()}  # fmt: skip
@@ -46,6 +46,21 @@ class CheckpointPolicy:
             state_names=tuple(self._names("observation.state", config.robot_state_feature)), cameras=cameras,
             fps=fps, supports_prefix=rtc_mode != "off",
         )  # fmt: skip
+        if config.compile:
+            self.warm_up(task)
+
+    def warm_up(self, task: str = "") -> None:
+        """One chunk on a blank observation with `task` (and one continuing a prefix, unless `rtc_mode` is off), so
+        that `compile` compiles here, before a control loop starts, and not on the robot's first real chunk. An
+        instruction whose tokens fall in another length bucket than `task`'s compiles once more when first seen."""
+        spec = self.spec
+        state = np.zeros(len(spec.state_names), np.float32)
+        images = {name: np.zeros((h, w, 3), np.uint8) for name, (h, w) in spec.cameras.items()}
+        self.infer(RequestObservation(state, images, task))
+        if self.rtc_mode != "off":
+            prefix = np.zeros((spec.chunk_size // 2, len(spec.action_names)), np.float32)
+            self.infer(RequestObservation(state, images, task, prefix=prefix, delay=1))
+        self.policy.reset()
 
     @staticmethod
     def _names(key: str, feature) -> list[str]:
@@ -85,8 +100,9 @@ class CheckpointPolicy:
         return self.post(chunk)[0].cpu().numpy().astype(np.float32)
 
 
-def load_checkpoint_policy(path: str | Path, device: str = "cpu", rtc_mode: str = "guidance") -> CheckpointPolicy:
-    return CheckpointPolicy(path, device=device, rtc_mode=rtc_mode)
+def load_checkpoint_policy(path: str | Path, device: str = "cpu", rtc_mode: str = "guidance", dtype: str | None = None,
+                           compile: bool = False, task: str = "") -> CheckpointPolicy:  # fmt: skip
+    return CheckpointPolicy(path, device=device, rtc_mode=rtc_mode, dtype=dtype, compile=compile, task=task)
 
 
 class PresetPolicy:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from vla.hardware.arms import JOINTS as SO101_JOINTS
 from vla.runtime.messages import DEFAULT_MAX_FRAME
-from vla.runtime.policy import ChunkPolicy, PolicySpec, ScriptedPolicy
+from vla.runtime.policy import ChunkPolicy, PolicySpec, ScriptedPolicy, add_inference_args
 from vla.runtime.server import DEFAULT_PORT, PolicyServer
 from vla.signals import sigterm_as_interrupt
 
@@ -39,6 +39,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     token.add_argument("--token-file", type=Path, help="file holding the secret clients must present")
     token.add_argument("--token", help="the secret itself (visible to other users in the process list)")
     p.add_argument("--device", default="cpu", help="torch device for a checkpoint (cpu, cuda, cuda:1)")
+    add_inference_args(p)
     p.add_argument("--max-frame-mib", type=float, default=DEFAULT_MAX_FRAME / 2**20,
                    help="largest request accepted (MiB); clients learn it at connect")  # fmt: skip
     p.add_argument("--idle-timeout", type=float, default=300.0, help="drop clients silent for this long (s)")
@@ -85,7 +86,7 @@ def load_policy(args: argparse.Namespace) -> ChunkPolicy:
                          "'scripted'")  # fmt: skip
     from vla.runtime.checkpoint import load_checkpoint_policy  # imports torch: only when serving a checkpoint
 
-    policy: ChunkPolicy = load_checkpoint_policy(path, args.device)
+    policy: ChunkPolicy = load_checkpoint_policy(path, args.device, dtype=args.dtype, compile=args.compile)
     return policy
 
 

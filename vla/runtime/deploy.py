@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 from vla.runtime.chunking import STRATEGIES
+from vla.runtime.policy import add_inference_args
 
 COMMANDS = ("deploy", "chunking-eval")
 
@@ -53,6 +54,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     d.add_argument("--rtc", choices=["guidance", "training", "off"], default="guidance",
                    help=RTC_HELP)
     d.add_argument("--device", default="cpu")
+    add_inference_args(d)
     d.add_argument("--duration", type=float, help="stop after this many seconds (default: until q or Ctrl-C)")
     d.add_argument("--start", choices=["teleop", "policy"], help="who drives first (default: teleop if any)")
     d.add_argument("--max-step", type=float, default=10.0, help="safety: largest change per tick (deg, 0-100)")
@@ -76,6 +78,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--rtc", choices=["guidance", "training", "off"], default="guidance",
                    help=RTC_HELP)
     e.add_argument("--out", type=Path, help="write the results as JSON here")
+    add_inference_args(e)
 
 
 def run(args: argparse.Namespace) -> None:
@@ -91,7 +94,7 @@ def chunking_eval(args: argparse.Namespace) -> None:
     from vla.runtime.checkpoint import CheckpointPolicy
     from vla.runtime.evaluate import as_dicts, evaluate_chunking, format_table
 
-    policy = CheckpointPolicy(args.policy, rtc_mode=args.rtc)
+    policy = CheckpointPolicy(args.policy, rtc_mode=args.rtc, dtype=args.dtype, compile=args.compile)
     results = evaluate_chunking(policy, args.env, args.strategies, args.latency, args.episodes, execute=args.execute)
     print(format_table(results))
     if args.out:
@@ -111,7 +114,8 @@ def _policy_source(args: argparse.Namespace, names: tuple[str, ...]):
                 "fps": args.fps, "supports_prefix": True}  # fmt: skip
         return PolicySource("scripted", spec=spec)
     if args.policy:
-        return PolicySource("checkpoint", path=args.policy, device=args.device, rtc_mode=args.rtc)
+        return PolicySource("checkpoint", path=args.policy, device=args.device, rtc_mode=args.rtc, dtype=args.dtype,
+                            compile=args.compile, task=args.task)  # fmt: skip
     return None
 
 

@@ -12,6 +12,7 @@ whose first `delay` actions continue them (and a policy that does not ignores it
 
 from __future__ import annotations
 
+import argparse
 import time
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -79,3 +80,12 @@ class ScriptedPolicy:
         if rest > 0:
             time.sleep(rest)
         return chunk
+
+
+def add_inference_args(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    """`--dtype` and `--compile` for commands that run a checkpoint."""
+    parser.add_argument("--dtype", choices=["float32", "bfloat16", "int8"],
+                        help="a checkpoint's inference precision (default: as trained); int8 is the fastest on CPUs "
+                             "without AMX, bfloat16 on GPUs")  # fmt: skip
+    parser.add_argument("--compile", action="store_true",
+                        help="torch.compile a checkpoint's inference path (the first chunk then compiles)")

@@ -37,6 +37,9 @@ class PolicySource:
     path: str = ""  # checkpoint directory, the server URL for "remote", the preset name for "preset"
     device: str = "cpu"
     rtc_mode: str = "guidance"
+    dtype: str | None = None  # checkpoint: override its inference precision (float32, bfloat16, int8)
+    compile: bool = False  # checkpoint: torch.compile its inference path
+    task: str = ""  # checkpoint: the instruction a compiled policy warms up with
     token: str | None = None
     latency: float = 0.0  # scripted: seconds per chunk
     spec: dict[str, Any] = field(default_factory=dict)  # scripted: PolicySpec fields
@@ -45,7 +48,7 @@ class PolicySource:
         if self.kind == "checkpoint":
             from vla.runtime.checkpoint import load_checkpoint_policy
 
-            return load_checkpoint_policy(self.path, self.device, self.rtc_mode)
+            return load_checkpoint_policy(self.path, self.device, self.rtc_mode, self.dtype, self.compile, self.task)
         if self.kind == "scripted":
             spec = dict(self.spec)
             spec["cameras"] = {k: tuple(v) for k, v in spec.get("cameras", {}).items()}
