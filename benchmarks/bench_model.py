@@ -4,8 +4,8 @@ For each preset (`small`, `smolvla` by default): inference latency per action ch
 backbone's resolution, chunk 50, 10 Euler steps) and training samples/s (forward, backward, AdamW step), as
 medians, with the ratio ours/theirs and the achieved GFLOP/s (FLOPs from torch's flop counter for one chunk or
 one training step of each implementation). Random weights, offline configs, float32 unless a row says bfloat16 or
-int8; those rows also report how far their actions are from float32's. int8 (`--policy.dtype=int8`) changes
-inference only, so its rows have no training figures. The `compiled` row is float32 with
+int8; those rows also report how far their actions are from float32's. In training, int8 (`--policy.dtype=int8`)
+runs the frozen VLM's matmuls in int8 and trains the expert in float32. The `compiled` row is float32 with
 `--policy.compile=true`; its compiles happen in the warm-up (the inference one is reported separately).
 
 Training rows recompute every camera embedding, as in a first epoch, except the `frames cached` rows: the same
@@ -161,13 +161,14 @@ def bench_preset(name: str, repeats: int, tmp: Path) -> list[dict[str, Any]]:
     infer_flops = {label: flops(fn) for label, fn in infers.items() if label not in compile_s and "int8" not in label}
     for label in (COMPILED, "ours int8", INT8_COMPILED):
         infer_flops[label] = infer_flops["ours float32"]
-    steps = {label: train_step_fn(p, train_batch) for label, p in policies.items() if "int8" not in label}
+    steps = {label: train_step_fn(p, train_batch) for label, p in policies.items()}
     for label, base in CACHED.items():
         steps[label] = with_image_cache(policies[base], train_step_fn(policies[base], train_batch))
     for label in CACHED:
         steps[label]()  # fills the cache: the flop count below is then a warm step's
-    train_flops = {label: flops(fn) for label, fn in steps.items() if COMPILED not in label}
-    train_flops[COMPILED] = train_flops["ours float32"]
+    train_flops = {label: flops(fn) for label, fn in steps.items() if "compiled" not in label and "int8" not in label}
+    for label in (COMPILED, "ours int8", INT8_COMPILED):
+        train_flops[label] = train_flops["ours float32"]
     train_flops[CACHED_COMPILED] = train_flops[CACHED_EAGER]
     train_s = interleaved_medians(steps, max(2, repeats // 2))
     reference = actions["ours float32"]
@@ -194,7 +195,7 @@ def bench_preset(name: str, repeats: int, tmp: Path) -> list[dict[str, Any]]:
             row["note"] = f"compile {compile_s[COMPILED]:.0f} s; max |compiled - eager| / max |eager| = {diff:.1e}"
         elif "int8" in row["impl"]:
             compiled = f"compile {compile_s[INT8_COMPILED]:.0f} s; " if row["impl"] == INT8_COMPILED else ""
-            row["note"] = f"{compiled}inference only; max |int8 - fp32| / max |fp32| = {diff:.3f}"
+            row["note"] = f"{compiled}max |int8 - fp32| / max |fp32| = {diff:.3f}"
     return rows
 
 

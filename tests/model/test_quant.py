@@ -33,9 +33,9 @@ def test_int8_matmul_is_differentiable_for_guidance() -> None:
     torch.testing.assert_close(grad, dequantised.sum(dim=1).expand(6, -1))
 
 
-def model(int8: bool) -> VLAModel:
+def model(int8: bool, frozen: bool = True) -> VLAModel:
     torch.manual_seed(0)
-    m = TINY.create().eval()
+    m = TINY.replace(freeze_vlm=frozen).create().eval()
     m.use_int8(int8)
     return m
 
@@ -53,18 +53,29 @@ def test_int8_actions_stay_close_to_float32_and_run_in_int8() -> None:
                           Int8Weight) for cache in fused)
 
 
-def test_training_ignores_int8() -> None:
+def train_loss(int8: bool, frozen: bool) -> tuple[float, dict[str, torch.Tensor], VLAModel]:
     obs = TINY.fake_obs(2, seed=5)
     g = torch.Generator().manual_seed(5)
     actions = torch.randn(2, TINY.chunk_size, 3, generator=g)
     noise = torch.randn(2, TINY.chunk_size, TINY.max_action_dim, generator=g)
     time, pad = torch.rand(2, generator=g), torch.zeros(2, TINY.chunk_size, dtype=torch.bool)
-    losses = []
-    for int8 in (False, True):
-        m = model(int8).train()
-        m.backbone.requires_grad_(False)  # frozen: its context runs without gradients, the place int8 could leak in
-        losses.append(m.compute_loss(obs, actions, pad, noise=noise, time=time).item())
-    assert losses[0] == losses[1]
+    m = model(int8, frozen).train()
+    loss = m.compute_loss(obs, actions, pad, noise=noise, time=time)
+    loss.backward()
+    return loss.item(), {n: p.grad for n, p in m.named_parameters() if p.grad is not None}, m
+
+
+def test_training_a_frozen_vlm_uses_int8_only_where_no_gradient_flows() -> None:
+    exact, exact_grads, _ = train_loss(int8=False, frozen=True)
+    approx, approx_grads, m = train_loss(int8=True, frozen=True)
+    assert approx != exact and abs(approx - exact) < 1e-3 * abs(exact)
+    assert approx_grads.keys() == exact_grads.keys() and not any("backbone" in n for n in approx_grads)
+    flat = [torch.cat([g[n].flatten() for n in sorted(g)]) for g in (exact_grads, approx_grads)]
+    assert torch.nn.functional.cosine_similarity(flat[0], flat[1], dim=0) > 0.999
+    assert isinstance(m._fused_vlm._layers[0].w_in, Int8Weight)  # the frozen context ran in int8
+    assert isinstance(m.backbone._fused_vision._layers[0].w_qkv, Int8Weight)
+    # a VLM that trains gets gradients through every layer: no int8 anywhere, the float32 loss exactly
+    assert train_loss(int8=True, frozen=False)[0] == train_loss(int8=False, frozen=False)[0]
 
 
 def test_guided_sampling_with_int8_weights() -> None:

@@ -78,7 +78,7 @@ class Backbone(nn.Module):
         self._vision_fusable = (getattr(vision_cfg, "hidden_act", None) == "gelu_pytorch_tanh"
                                 and not getattr(vision_cfg, "attention_dropout", 0.0))
         self._fused_vision = fused.FusedCache()
-        self.int8 = False  # eval-mode matmuls in int8 (`vla.model.quant`) wherever no gradient is wanted
+        self.int8 = False  # the fused tower's matmuls in int8 (`vla.model.quant`)
 
     @property
     def blocks(self) -> list[Any]:
@@ -143,7 +143,7 @@ class Backbone(nn.Module):
         every_patch = torch.ones(b, side, side, dtype=torch.bool, device=pixels.device)
         x = vis.embeddings(pixel_values=pixels, patch_attention_mask=every_patch)
         dtype = fused.compute_dtype(x)
-        int8 = self.int8 and not self.training and not torch.is_grad_enabled()
+        int8 = self.int8  # this path runs only when no weight here takes a gradient, and pixels never need one
         layers = self._fused_vision.get(list(vis.encoder.layers), dtype,
                                         lambda layer: fused.fuse_vision_layer(layer, dtype, int8), int8)
         h = self._vision_layers(layers, x.reshape(-1, x.shape[-1]).to(dtype), b)

@@ -7,9 +7,11 @@ A weight W (in, out) is stored as round(W / s_w) in int8 with one scale per outp
 s_w = max |W[:, j]| / 127; each matmul quantises its input rows the same way (s_x = max |x_i| / 127) and rescales
 the int32 products: x W ~ (q_x q_W) * s_x s_w.
 
-Only eval-mode passes without autograd use it: training (frozen parts included) keeps float weights. Rounding has
-no gradient, so an int8 weight that meets an input needing one (real-time chunking's guidance differentiates
-through the expert) multiplies it as a dequantised float copy, made once.
+It serves every fused layer that no gradient passes through: all of inference, and in training the frozen vision
+tower and text layers, whose int8 features the trained expert then learns from (as QLoRA trains adapters over a
+quantised frozen model); the expert itself trains in float. Rounding has no gradient, so an int8 weight that meets
+an input needing one (real-time chunking's guidance differentiates through the expert) multiplies it as a
+dequantised float copy, made once.
 """
 
 from __future__ import annotations

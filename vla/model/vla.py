@@ -96,13 +96,13 @@ class VLAModel(nn.Module):
         self._denoise_modules = torch.compile(self._denoise_modules, dynamic=False)  # type: ignore[method-assign]
 
     def use_int8(self, on: bool = True) -> None:
-        """Run inference matmuls in int8 (`vla.model.quant`): in eval mode, wherever no gradient is wanted.
-        Training, frozen parts included, stays in the activations' dtype."""
+        """Run the fused layers' matmuls in int8 (`vla.model.quant`) wherever no gradient is wanted: inference, and
+        in training the frozen vision tower and text layers (the trained expert stays in the activations' dtype)."""
         self.int8 = self.backbone.int8 = on
 
     @property
     def int8_now(self) -> bool:
-        return self.int8 and not self.training and not torch.is_grad_enabled()
+        return self.int8 and not torch.is_grad_enabled()
 
     @property
     def fast_path(self) -> bool:
@@ -135,7 +135,7 @@ class VLAModel(nn.Module):
             return compute(cameras)
         weights = backbone.connector.modality_projection.proj.weight
         token = (fused.weights_key([backbone.vision, backbone.connector], fused.compute_dtype(weights)),
-                 backbone.image_size)
+                 backbone.image_size, backbone.int8)
         return self.image_cache.embed(cameras, compute, token)
 
     def embed_suffix(self, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:

@@ -30,9 +30,9 @@ class VLAConfig(PreTrainedConfig):
     # Train the expert and projections only. Default: frozen with pretrained VLM weights, trained when the
     # backbone starts from random weights (a frozen random backbone is a poor feature extractor).
     freeze_vlm: bool | None = None
-    # "bfloat16": autocast the network (faster on GPUs and AMX CPUs). "int8": inference matmuls in int8 with
-    # per-channel weight and per-token activation scales (`vla.model.quant`; faster on CPUs without AMX, most with
-    # `compile`), everything else and all of training in float32.
+    # "bfloat16": autocast the network (faster on GPUs and AMX CPUs). "int8": the matmuls no gradient passes
+    # through (inference; the frozen VLM in training) in int8 with per-channel weight and per-token activation
+    # scales (`vla.model.quant`; faster on CPUs without AMX, most with `compile`); the rest in float32.
     dtype: str = "float32"
     # torch.compile the eval-mode fast path (vision tower, prefix layers, denoising step) and the training
     # denoising step with its backward. The first chunk or training step of each input shape then takes a compile
