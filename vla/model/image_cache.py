@@ -70,22 +70,19 @@ class ImageEmbeddingCache:
             self._warned = True
             logger.warning("image embedding cache: %d training images, none seen twice (random image augmentation "
                            "makes every frame new); --policy.image_cache_mb=0 turns the cache off", self.misses)
+        hits = {i: entry for i, entry in enumerate(held) if entry is not None}
+        for i in hits:
+            self._entries.move_to_end(keys[i])  # recently used
         device = cameras[0].device
         if not missing:
-            for key in keys:
-                self._entries.move_to_end(key)
-            return torch.stack([entry for entry in held if entry is not None]).to(device)
+            return torch.stack(list(hits.values())).to(device)
         b = cameras[0].shape[0]
         subsets = [cam[[i - c * b for i in missing if i // b == c]] for c, cam in enumerate(cameras)]
         fresh = compute(subsets)
         out = torch.empty(len(keys), *fresh.shape[1:], dtype=fresh.dtype, device=device)
         out[missing] = fresh
-        hit_rows = [i for i, entry in enumerate(held) if entry is not None]
-        if hit_rows:
-            out[hit_rows] = torch.stack([held[i] for i in hit_rows]).to(device=device, dtype=fresh.dtype)  # type: ignore[misc]
-        for key in keys:
-            if key in self._entries:
-                self._entries.move_to_end(key)
+        if hits:
+            out[list(hits)] = torch.stack(list(hits.values())).to(device=device, dtype=fresh.dtype)
         for row, i in zip(fresh.detach().cpu(), missing, strict=True):
             self._store(keys[i], row)
         return out
