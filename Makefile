@@ -1,13 +1,18 @@
 # Each target creates .venv and installs the project (editable, with dev tools) when .venv is missing or older
-# than pyproject.toml.
+# than pyproject.toml. LeRobot 0.6.1 needs Python 3.12: the venv is made with the first python3.12 found on PATH,
+# then with pyenv's installed 3.12 versions; with none, make says what to install.
 VENV  := .venv
 PY    := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+PYTHON312 = $(shell bash tools/find-python312)
 
 .PHONY: demo test bench bench-model bench-bus bench-sim bench-loop bench-data bench-server lint clean
 
 $(STAMP): pyproject.toml
-	test -x $(PY) || python3 -m venv $(VENV)
+	@if [ -x $(PY) ] && ! $(PY) -c 'import sys; sys.exit(sys.version_info[:2] != (3, 12))'; then \
+		echo "$(VENV) is not Python 3.12: recreating it"; rm -rf $(VENV); fi
+	@test -x $(PY) || { p="$(PYTHON312)"; [ -n "$$p" ] || { echo "Python 3.12 not found: install it (e.g. 'pyenv install 3.12') or put python3.12 on PATH" >&2; exit 1; }; \
+		echo "creating $(VENV) with $$p"; "$$p" -m venv $(VENV); }
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e ".[dev]"
 	touch $(STAMP)

@@ -34,7 +34,7 @@ import torch
 
 from vla.datasets.cache import build_cache, cache_path, resize_frames
 from vla.datasets.cached_dataset import CachedLeRobotDataset
-from vla.datasets.video import install_decoder_fallback
+from vla.datasets.writer import h264
 
 CAMERAS = ("front", "wrist")
 FPS = 30
@@ -70,7 +70,7 @@ def render(frames: int, size: int = 224, seed: int = 0) -> list[dict[str, Any]]:
 
 def write(root: Path, episodes: list[dict], size: int, cameras: int, use_videos: bool) -> Path:
     import datasets
-    from lerobot.datasets.lerobot_dataset import LeRobotDataset
+    from lerobot.datasets import LeRobotDataset
 
     datasets.disable_progress_bars()
     dim = episodes[0]["state"].shape[1]
@@ -81,7 +81,7 @@ def write(root: Path, episodes: list[dict], size: int, cameras: int, use_videos:
     feats["observation.state"] = {"dtype": "float32", "shape": (dim,), "names": None}
     feats["action"] = {"dtype": "float32", "shape": (dim,), "names": None}
     ds = LeRobotDataset.create(repo_id="bench/data", fps=FPS, root=root, features=feats, use_videos=use_videos,
-                               vcodec="h264")
+                               rgb_encoder=h264())
     ds.start_image_writer(num_processes=0, num_threads=4)
     for ep in episodes:
         frames = {c: resize_frames(ep[c], (size, size)) for c in CAMERAS[:cameras]}
@@ -136,9 +136,8 @@ def main() -> None:
     args = parser.parse_args()
 
     import av
-    from lerobot.datasets.lerobot_dataset import LeRobotDataset
+    from lerobot.datasets import LeRobotDataset
 
-    install_decoder_fallback()
     av.logging.set_libav_level(av.logging.ERROR)  # libx264 prints a page of statistics per video otherwise
     # One intra-op thread, as in DataLoader workers: on a busy 2-core machine torch's OpenMP threads otherwise spin
     # against other processes and 224x224 reads with 0 workers drop to ~30 frames/s for every reader alike.

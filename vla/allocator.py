@@ -10,8 +10,8 @@ trimming, the same work takes no faults after the first call: freed blocks are r
 The price is that the process keeps its peak heap until it exits instead of giving memory back between steps,
 which is the right trade for a training or inference process and the wrong one for a long-lived process whose
 peak is rare. It is process-wide, so every library in the process benefits, LeRobot's policies included.
-`VLAPolicy` applies it unless `--policy.keep_freed_memory=false`; `VLA_KEEP_FREED_MEMORY=0` turns it off
-everywhere.
+It is opt-in: `VLAPolicy` applies it with `--policy.keep_freed_memory=true`; `VLA_KEEP_FREED_MEMORY=0` turns it
+off everywhere.
 """
 
 from __future__ import annotations

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from vla.datasets import cli as data_cli
@@ -22,8 +23,16 @@ def parse_size(text: str) -> tuple[int, int]:
 
 
 def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["train"]:  # every lerobot-train flag, parsed by LeRobot (vla/train.py)
+        from vla.train import run as train
+
+        train(argv[1:])
+        return
     parser = argparse.ArgumentParser(prog="vla", description="VLA control stack")
     sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("train", help="lerobot-train through the frame cache: takes every lerobot-train flag",
+                   add_help=False)
 
     demo = sub.add_parser("demo", help="record in sim, train with lerobot-train, roll out (offline, CPU)")
     demo.add_argument("--out", type=Path, default=Path("outputs/demo"))

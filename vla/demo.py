@@ -1,9 +1,9 @@
-"""`make demo`: record demonstrations in the SO-101 sim, train the VLA with `lerobot-train`, roll it out, report.
+"""`make demo`: record demonstrations in the SO-101 sim, train the VLA with LeRobot's training loop, roll it out.
 
-`run_sim` is the default: scripted-expert episodes written as a LeRobot v3 dataset, its frame cache (so
-`lerobot-train` reads decoded frames instead of decoding video on every step, which took 80% of the run's training
-time), a bounded CPU training run, then rollouts on seeds the recording never used, with success rate, videos and
-a loss plot.
+`run_sim` is the default: scripted-expert episodes written as a LeRobot v3 dataset, its frame cache, a bounded CPU
+training run with `vla train` (LeRobot's `lerobot-train` reading decoded frames from the cache instead of decoding
+video on every step, which took 80% of the run's training time), then rollouts on seeds the recording never used,
+with success rate, videos and a loss plot.
 `run` (`vla demo --synthetic`) is the earlier, faster check without simulation:
 
 Everything is offline and CPU-sized: the synthetic "move to the red/blue square" dataset (vla.datasets.synthetic),
@@ -30,13 +30,14 @@ LOG_FREQ = 20
 
 def train(data: Path, out: Path, steps: int, batch_size: int, preset: str, dtype: str, lr: float,
           repo_id: str = "local/vla-synthetic", chunk: int = 10) -> list[tuple[int, float]]:
-    cmd = [str(Path(sys.executable).with_name("lerobot-train")), "--policy.type=vla", f"--policy.preset={preset}",
+    cmd = [str(Path(sys.executable).with_name("vla")), "train", "--policy.type=vla", f"--policy.preset={preset}",
            f"--policy.chunk_size={chunk}", f"--policy.n_action_steps={chunk}", f"--policy.optimizer_lr={lr}",
            f"--policy.dtype={dtype}",
            "--policy.scheduler_warmup_steps=50", f"--policy.scheduler_decay_steps={steps}",
            "--policy.push_to_hub=false", "--policy.device=cpu", f"--dataset.repo_id={repo_id}",
            f"--dataset.root={data}", f"--output_dir={out}", f"--steps={steps}", f"--batch_size={batch_size}",
-           f"--save_freq={steps}", f"--log_freq={LOG_FREQ}", "--num_workers=1", "--wandb.enable=false", "--eval_freq=0"]
+           f"--save_freq={steps}", f"--log_freq={LOG_FREQ}", "--num_workers=1", "--wandb.enable=false",
+           "--env_eval_freq=0"]
     print("$", " ".join(cmd), flush=True)
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
     losses: list[tuple[int, float]] = []
@@ -51,7 +52,7 @@ def train(data: Path, out: Path, steps: int, batch_size: int, preset: str, dtype
                 losses.append((step, float(match.group(1))))
                 print(f"  step {step:5d}/{steps}  loss {losses[-1][1]:.4f}", flush=True)
         if proc.wait() != 0:
-            raise SystemExit(f"lerobot-train failed; its output is in {log.name}")
+            raise SystemExit(f"vla train failed; its output is in {log.name}")
     return losses
 
 
@@ -63,7 +64,7 @@ def plot(losses: list[tuple[int, float]], path: Path) -> None:
 
     fig, ax = plt.subplots(figsize=(6, 3.5))
     ax.plot(*zip(*losses, strict=True))
-    ax.set(xlabel="step", ylabel="flow-matching loss", yscale="log", title="VLA training loss (lerobot-train)")
+    ax.set(xlabel="step", ylabel="flow-matching loss", yscale="log", title="VLA training loss (vla train)")
     ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -76,8 +77,8 @@ def evaluate(ckpt: Path, data: Path, repo_id: str) -> tuple[float, float]:
     The held-out episodes go through the same path as the training data (LeRobot v3 on disk, video decoded by
     LeRobotDataset), so the policy sees what it was trained on: compressed frames, not raw renders.
     """
-    from lerobot.datasets.lerobot_dataset import LeRobotDataset
-    from lerobot.policies.factory import make_pre_post_processors
+    from lerobot.datasets import LeRobotDataset
+    from lerobot.policies import make_pre_post_processors
 
     import lerobot_policy_vla  # noqa: F401
     from vla.datasets.synthetic import CAMERA
@@ -100,7 +101,7 @@ def evaluate(ckpt: Path, data: Path, repo_id: str) -> tuple[float, float]:
 
 def run_sim(out: Path, env: str, steps: int, episodes: int, batch_size: int, preset: str, dtype: str, lr: float,
             rollouts: int) -> None:
-    """Record expert demonstrations in the SO-101 sim, train with lerobot-train, roll the checkpoint out."""
+    """Record expert demonstrations in the SO-101 sim, train with `vla train`, roll the checkpoint out."""
     from vla.datasets.cache import build_cache
     from vla.envs.collect import record
     from vla.envs.rollout import format_result, rollout
@@ -113,9 +114,9 @@ def run_sim(out: Path, env: str, steps: int, episodes: int, batch_size: int, pre
     summary = record(env, episodes, out / "data", repo_id=repo_id)
     print(f"      {summary.frames} frames in {summary.seconds:.0f} s; expert {summary.successes}/{summary.attempted}")
     started = time.time()
-    cache = build_cache(out / "data", progress=False)  # lerobot-train then reads frames from it, not from video
+    cache = build_cache(out / "data", progress=False)  # vla train then reads frames from it, not from video
     print(f"      frame cache {cache} built in {time.time() - started:.0f} s")
-    print(f"[2/4] training the '{preset}' VLA ({dtype}) for {steps} steps with lerobot-train", flush=True)
+    print(f"[2/4] training the '{preset}' VLA ({dtype}) for {steps} steps with vla train", flush=True)
     losses = train(out / "data", out / "train", steps, batch_size, preset, dtype, lr, repo_id=repo_id, chunk=10)
     plot(losses, out / "loss.png")
     ckpt = out / "train" / "checkpoints" / "last" / "pretrained_model"
@@ -140,7 +141,7 @@ def run(out: Path, steps: int, episodes: int, batch_size: int, preset: str, dtyp
     out.mkdir(parents=True)
     print(f"[1/4] generating {episodes} episodes of 'move to the red/blue square' (LeRobot v3, video)", flush=True)
     data = make_dataset(out / "data", episodes=episodes, length=20, image_size=32, seed=0)
-    print(f"[2/4] training the '{preset}' VLA for {steps} steps with lerobot-train", flush=True)
+    print(f"[2/4] training the '{preset}' VLA for {steps} steps with vla train", flush=True)
     losses = train(data, out / "train", steps, batch_size, preset, dtype, lr)
     plot(losses, out / "loss.png")
     ckpt = out / "train" / "checkpoints" / "last" / "pretrained_model"

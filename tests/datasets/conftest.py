@@ -14,6 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from vla.datasets.writer import h264
+
 LENGTHS = (6, 9, 4, 1, 7)  # the one-frame episode gets its own file: LeRobot 0.4.4 cannot append one to a video
 SHARED = 3  # the first SHARED episodes are written in one session (one file), the rest one file each
 SIZE = (24, 32)
@@ -63,7 +65,7 @@ def build_dataset(root: Path, lengths: tuple[int, ...] = LENGTHS, use_videos: bo
                   size: tuple[int, int] = SIZE) -> Path:
     import av
     import datasets
-    from lerobot.datasets.lerobot_dataset import LeRobotDataset
+    from lerobot.datasets import LeRobotDataset
 
     from vla.datasets.writer import EpisodeWriter
 
@@ -71,7 +73,7 @@ def build_dataset(root: Path, lengths: tuple[int, ...] = LENGTHS, use_videos: bo
     datasets.disable_progress_bars()
     feats = features(size, use_videos)
     ds = LeRobotDataset.create(repo_id="local/test", fps=FPS, root=root, features=feats, use_videos=use_videos,
-                               robot_type="test", vcodec="h264")
+                               robot_type="test", rgb_encoder=h264())
     for e, n in enumerate(lengths[:SHARED]):
         for frame in episode_frames(e, n, size):
             ds.add_frame(frame)

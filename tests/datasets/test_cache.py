@@ -23,7 +23,7 @@ WINDOWS = {"action": [k / FPS for k in range(-2, 6)], FRONT: [-2 / FPS, 0.0, 1 /
 
 
 def lerobot(root: Path, **kwargs):  # type: ignore[no-untyped-def]
-    from lerobot.datasets.lerobot_dataset import LeRobotDataset
+    from lerobot.datasets import LeRobotDataset
 
     return LeRobotDataset("local/test", root=root, video_backend="pyav", **kwargs)
 
@@ -201,7 +201,7 @@ def test_dataloader_workers_give_the_same_batches(video_ds: Path, fresh_copy) ->
 
 
 def test_open_dataset_follows_the_mode(video_ds: Path, fresh_copy, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
-    from lerobot.datasets.lerobot_dataset import LeRobotDataset
+    from lerobot.datasets import LeRobotDataset
 
     root = fresh_copy(video_ds)
     monkeypatch.delenv("VLA_FRAME_CACHE", raising=False)
@@ -216,21 +216,33 @@ def test_open_dataset_follows_the_mode(video_ds: Path, fresh_copy, monkeypatch: 
         open_dataset("local/test", root)
 
 
-def test_lerobot_factory_hook_returns_the_cache(video_ds: Path, fresh_copy, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
-    import lerobot.datasets.factory as factory
+def test_vla_train_datasets_come_from_the_cache(video_ds: Path, fresh_copy, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    from types import SimpleNamespace
 
-    from vla.datasets.lerobot_hook import install_cache_hook
+    from vla.train import datasets_with_cache
 
     root = fresh_copy(video_ds)
     build_cache(root, progress=False)
-    monkeypatch.setattr(factory, "LeRobotDataset", factory.LeRobotDataset)  # restored after the test
     monkeypatch.delenv("VLA_FRAME_CACHE", raising=False)
-    install_cache_hook()
-    install_cache_hook()  # idempotent
-    dataset = factory.LeRobotDataset("local/test", root=root, delta_timestamps=WINDOWS, tolerance_s=1e-4,
-                                     video_backend="pyav", revision=None, episodes=None, image_transforms=None)
-    assert isinstance(dataset, CachedLeRobotDataset)
-    assert dataset[3]["action"].shape == (8, 3)
+    policy = SimpleNamespace(observation_delta_indices=None, reward_delta_indices=None,
+                             action_delta_indices=list(range(8)))
+    cfg = SimpleNamespace(trainable_config=policy, tolerance_s=1e-4, dataset=SimpleNamespace(
+        repo_id="local/test", root=root, episodes=None, revision=None, video_backend="pyav", streaming=False,
+        eval_split=0.0, use_imagenet_stats=False, image_transforms=SimpleNamespace(enable=False)))
+
+    def lerobots(cfg: object) -> tuple[str, None]:
+        return "lerobot's", None
+
+    dataset, held_out = datasets_with_cache(cfg, lerobots)
+    assert isinstance(dataset, CachedLeRobotDataset) and held_out is None
+    item = dataset[3]
+    assert item["action"].shape == (8, 3) and item[FRONT].dtype == torch.uint8  # lerobot-train's uint8 transport
+    assert torch.equal(item[FRONT].float().div_(255), cached(root)[3][FRONT])
+    cfg.dataset.eval_split = 0.1  # a held-out split: LeRobot's own function
+    assert datasets_with_cache(cfg, lerobots) == ("lerobot's", None)
+    cfg.dataset.eval_split = 0.0
+    monkeypatch.setenv("VLA_FRAME_CACHE", "off")  # no cache: exactly what lerobot-train does
+    assert datasets_with_cache(cfg, lerobots) == ("lerobot's", None)
 
 
 def test_uint8_frames_are_the_float_frames_times_255(video_ds: Path, fresh_copy) -> None:  # type: ignore[no-untyped-def]
@@ -251,23 +263,15 @@ def test_uint8_frames_are_the_float_frames_times_255(video_ds: Path, fresh_copy)
         cached(root, frame_dtype="float16")
 
 
-def test_hook_picks_uint8_frames_only_for_the_vla_with_identity_image_normalisation() -> None:
-    from types import SimpleNamespace
+def test_episode_subset_works_with_lerobots_sampler(video_ds: Path, fresh_copy) -> None:  # type: ignore[no-untyped-def]
+    from lerobot.datasets import EpisodeAwareSampler
 
-    from lerobot.configs.types import NormalizationMode
-
-    from vla.datasets.lerobot_hook import frame_dtype_for
-    from vla.policies.configuration_vla import VLAConfig
-
-    def train_cfg(policy: object, transforms: bool = False) -> SimpleNamespace:
-        return SimpleNamespace(policy=policy, dataset=SimpleNamespace(image_transforms=SimpleNamespace(
-            enable=transforms)))
-
-    vla = VLAConfig(push_to_hub=False)
-    assert frame_dtype_for(train_cfg(vla)) == "uint8"
-    assert frame_dtype_for(train_cfg(vla, transforms=True)) == "float32"
-    normalised = VLAConfig(push_to_hub=False, normalization_mapping={**vla.normalization_mapping,
-                                                                      "VISUAL": NormalizationMode.MEAN_STD})
-    assert frame_dtype_for(train_cfg(normalised)) == "float32"
-    assert frame_dtype_for(train_cfg(SimpleNamespace(type="act"))) == "float32"
-    assert frame_dtype_for(None) == "float32"
+    root = fresh_copy(video_ds)
+    dataset = cached(root, episodes=[1, 2])
+    sampler = EpisodeAwareSampler(dataset.meta.episodes["dataset_from_index"],
+                                  dataset.meta.episodes["dataset_to_index"], episode_indices_to_use=dataset.episodes,
+                                  shuffle=False, absolute_to_relative_idx=dataset.absolute_to_relative_idx)
+    items = [dataset[i] for i in sampler]
+    assert len(items) == len(dataset)  # every frame of the two episodes, each once
+    assert {int(item["episode_index"]) for item in items} == {1, 2}
+    assert sorted(int(item["index"]) for item in items) == sorted(int(r) for r in dataset.absolute_to_relative_idx)

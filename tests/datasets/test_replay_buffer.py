@@ -51,7 +51,7 @@ def test_lerobot_to_zarr_and_back_is_exact(image_ds: Path, tmp_path: Path) -> No
 
 
 def test_video_dataset_exports_the_frames_lerobot_decodes(video_ds: Path, tmp_path: Path) -> None:
-    from lerobot.datasets.lerobot_dataset import LeRobotDataset
+    from lerobot.datasets import LeRobotDataset
 
     rb = open_replay_buffer(lerobot_to_zarr(video_ds, tmp_path / "rb.zarr", progress=False))
     ds = LeRobotDataset("local/test", root=video_ds, video_backend="pyav")
@@ -75,7 +75,7 @@ def diffusion_policy_buffer(path: Path, ends: list[int], image_dtype: str = "uin
 
 
 def test_foreign_buffer_with_fps_and_task_from_the_command_line(tmp_path: Path) -> None:
-    from lerobot.datasets.lerobot_dataset import LeRobotDataset
+    from lerobot.datasets import LeRobotDataset
 
     data = diffusion_policy_buffer(tmp_path / "pusht.zarr", [5, 12, 15])
     args = ["data", "convert", str(tmp_path / "pusht.zarr"), str(tmp_path / "out"), "--fps", "10", "--task",

@@ -69,7 +69,7 @@ def test_pooled_statistics_are_the_statistics_of_the_union(image_ds: Path, tmp_p
 
 def test_stats_command_writes_files_lerobot_loads(video_ds: Path, fresh_copy, tmp_path: Path,  # type: ignore[no-untyped-def]
                                                   capsys: pytest.CaptureFixture) -> None:
-    from lerobot.datasets.lerobot_dataset import LeRobotDatasetMetadata
+    from lerobot.datasets import LeRobotDatasetMetadata
 
     root = fresh_copy(video_ds)
     assert main(["data", "stats", str(root), "--write", "--out", str(tmp_path / "merged.json")]) == 0

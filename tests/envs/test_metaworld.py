@@ -37,7 +37,7 @@ def test_metaworld_task_seeds_and_expert(task: str) -> None:
 
 
 def test_record_metaworld(tmp_path: Path) -> None:
-    from lerobot.datasets.lerobot_dataset import LeRobotDataset
+    from lerobot.datasets import LeRobotDataset
 
     from vla.envs.collect import record
 

@@ -102,7 +102,7 @@ def test_no_success_without_acting() -> None:
 
 
 def test_recorded_dataset_matches_env(tmp_path: Path) -> None:
-    from lerobot.datasets.lerobot_dataset import LeRobotDataset
+    from lerobot.datasets import LeRobotDataset
 
     from vla.envs.collect import record
     from vla.envs.experts import ScriptedExpert
@@ -135,7 +135,7 @@ def test_recorded_dataset_matches_env(tmp_path: Path) -> None:
 
 
 def test_record_resume_and_interrupt(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from lerobot.datasets.lerobot_dataset import LeRobotDataset
+    from lerobot.datasets import LeRobotDataset
 
     from vla.envs import experts
     from vla.envs.collect import record
@@ -167,7 +167,7 @@ def test_record_survives_sigkill_mid_episode_and_resumes(tmp_path: Path) -> None
     import signal
     import time
 
-    from lerobot.datasets.lerobot_dataset import LeRobotDataset
+    from lerobot.datasets import LeRobotDataset
 
     out = tmp_path / "reach"
     vla = str(Path(sys.executable).with_name("vla"))
@@ -239,7 +239,7 @@ def test_lerobot_eval_and_vla_rollout_with_a_tiny_checkpoint(tmp_path: Path) -> 
         str(bin_dir / "lerobot-train"), "--policy.type=vla", "--policy.preset=tiny", "--policy.chunk_size=10",
         "--policy.n_action_steps=10", "--policy.num_steps=2", "--policy.push_to_hub=false", "--policy.device=cpu",
         "--dataset.repo_id=local/so101_reach", f"--dataset.root={data}", f"--output_dir={tmp_path / 'train'}",
-        "--steps=2", "--save_freq=2", "--batch_size=4", "--num_workers=0", "--wandb.enable=false", "--eval_freq=0",
+        "--steps=2", "--save_freq=2", "--batch_size=4", "--num_workers=0", "--wandb.enable=false", "--env_eval_freq=0",
     ]  # fmt: skip
     proc = subprocess.run(train, env=env, capture_output=True, text=True, timeout=600, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-4000:]

@@ -64,7 +64,7 @@ def test_lerobot_teleoperate_with_our_leader_and_follower(virtual_arm, tmp_path:
 @pytest.mark.slow
 def test_lerobot_record_with_our_leader_and_follower(virtual_arm, tmp_path: Path) -> None:
     """`lerobot-record` writes a dataset from our follower (observations) and leader (actions)."""
-    from lerobot.datasets.lerobot_dataset import LeRobotDataset
+    from lerobot.datasets import LeRobotDataset
 
     _, _, options = arm_pair(virtual_arm, tmp_path)
     cmd = [

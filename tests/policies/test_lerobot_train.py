@@ -13,7 +13,7 @@ import torch
 
 LEROBOT_TRAIN = str(Path(sys.executable).with_name("lerobot-train"))
 COMMON = ["--batch_size=4", "--num_workers=0", "--log_freq=1", "--policy.push_to_hub=false",
-          "--policy.device=cpu", "--wandb.enable=false", "--eval_freq=0"]
+          "--policy.device=cpu", "--wandb.enable=false", "--env_eval_freq=0"]
 
 
 def run(args: list[str], cwd: Path) -> str:
@@ -46,9 +46,9 @@ def test_lerobot_train_finetune_resume_and_reload(video_dataset: Path, tmp_path:
     assert "step:5" in out and "step:4" in out and "step:1 " not in out
 
     # reload in this process through LeRobot's factories and predict one chunk from a dataset sample
-    from lerobot.configs.policies import PreTrainedConfig
-    from lerobot.datasets.lerobot_dataset import LeRobotDataset
-    from lerobot.policies.factory import get_policy_class, make_pre_post_processors
+    from lerobot.configs import PreTrainedConfig
+    from lerobot.datasets import LeRobotDataset
+    from lerobot.policies import get_policy_class, make_pre_post_processors
 
     import lerobot_policy_vla  # noqa: F401  (registers the plugin, as lerobot-train does)
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from lerobot.configs.types import FeatureType, PolicyFeature
+from lerobot.configs import FeatureType, PolicyFeature
 
 from vla.model import PRESETS
 from vla.policies.configuration_vla import VLAConfig
@@ -86,11 +86,20 @@ def test_training_forward_and_per_sample_loss() -> None:
 
 
 def test_random_backbone_trains_by_default_and_can_be_frozen() -> None:
-    policy, _, _ = build()
-    assert all(p.requires_grad for p in policy.model.backbone.parameters())
+    policy, pre, _ = build()
+    assert all(p.requires_grad for p in policy.model.backbone.vision.parameters())
+    assert all(p.requires_grad for p in policy.model.backbone.layers[0].parameters())
     frozen, _, _ = build(freeze_vlm=True)
     assert not any(p.requires_grad for p in frozen.model.backbone.parameters())
     assert len(frozen.get_optim_params()) < len(policy.get_optim_params())
+    # every trainable weight gets a gradient from one step (what DDP needs without find_unused_parameters)
+    for model in (policy, frozen):
+        raw = raw_batch()
+        raw["action"], raw["action_is_pad"] = torch.randn(2, 6, 4), torch.zeros(2, 6, dtype=torch.bool)
+        model.train()
+        model.forward(pre(raw))[0].backward()
+        missing = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
+        assert not missing, missing
 
 
 def test_frozen_policy_keeps_frame_embeddings_between_steps() -> None:
@@ -139,7 +148,7 @@ def test_save_then_load_gives_identical_actions(tmp_path: Path) -> None:
     pre.save_pretrained(tmp_path)
     post.save_pretrained(tmp_path)
     loaded = VLAPolicy.from_pretrained(tmp_path)
-    from lerobot.policies.factory import make_pre_post_processors
+    from lerobot.policies import make_pre_post_processors
 
     pre2, post2 = make_pre_post_processors(loaded.config, pretrained_path=str(tmp_path))
     noise = torch.randn(2, 6, 8)
@@ -269,3 +278,6 @@ def test_pretrained_vlm_path_loads_weights_and_tokenizer(tmp_path: Path) -> None
     batch = pre(raw_batch())
     assert batch["observation.language.tokens"][0].tolist() == [2, 3, 4, 5, 6]
     assert policy.predict_action_chunk(batch).shape == (2, 6, 4)
+    # sizes come from the saved config, the rotary base too (transformers 5 keeps it in `rope_parameters`)
+    sizes = policy.config.model_config()
+    assert sizes.text == PRESETS["tiny"].text and sizes.vision == PRESETS["tiny"].vision

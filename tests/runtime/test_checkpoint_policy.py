@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from lerobot.configs.types import FeatureType, PolicyFeature
+from lerobot.configs import FeatureType, PolicyFeature
 
 from vla.policies.configuration_vla import VLAConfig
 from vla.policies.modeling_vla import VLAPolicy

@@ -14,7 +14,7 @@ import pytest
 
 @pytest.mark.slow
 def test_vla_deploy_virtual_teleop_then_policy_recorded(tmp_path: Path) -> None:
-    from lerobot.datasets.lerobot_dataset import LeRobotDataset
+    from lerobot.datasets import LeRobotDataset
 
     from vla.envs.tasks import Reach
 

@@ -11,13 +11,13 @@ What is unusual:
 - Low-dimensional columns are loaded whole into numpy at construction (N x D numbers, small next to frames; shared
   copy-on-write with forked DataLoader workers). Frames are never loaded whole: each item reads its frames from
   the shards with `pread`, so memory does not grow with the dataset.
-- `open_dataset` picks this class or `LeRobotDataset` following `VLA_FRAME_CACHE` (auto, on, off); the LeRobot
-  hook (lerobot_hook.py) routes `lerobot-train` through it.
-- `frame_dtype="uint8"` (not the default) returns frames as stored, uint8 in [0, 255], instead of float32: a
-  quarter of the bytes through DataLoader workers' shared memory, which at 224x224 costs more than decoding (a
-  float32 batch of 32 frames is 19 MB of fresh shared memory, page-faulted in by the worker). The VLA policy
-  accepts such frames (it divides by 255 itself, on its device), so `lerobot-train --policy.type=vla` uses this
-  when nothing needs float frames earlier (see lerobot_hook.py). With `image_transforms`, frames are float32.
+- `open_dataset` picks this class or `LeRobotDataset` following `VLA_FRAME_CACHE` (auto, on, off); `vla train`
+  (vla/train.py) routes LeRobot's training through it.
+- `return_uint8=True` (LeRobot 0.6's flag, which `lerobot-train` always sets; or `frame_dtype="uint8"`) returns
+  frames as stored, uint8 in [0, 255], instead of float32: a quarter of the bytes through DataLoader workers'
+  shared memory, which at 224x224 costs more than decoding (a float32 batch of 32 frames is 19 MB of fresh shared
+  memory, page-faulted in by the worker). LeRobot's training loop scales uint8 frames itself, and the VLA policy
+  accepts them too. With `image_transforms`, frames are float32.
 """
 
 from __future__ import annotations
@@ -73,14 +73,17 @@ class CachedLeRobotDataset(torch.utils.data.Dataset):
         size: tuple[int, int] | None = None,
         progress: bool = True,
         frame_dtype: str = "float32",
+        return_uint8: bool = False,
     ):
-        from lerobot.datasets.lerobot_dataset import LeRobotDatasetMetadata
-        from lerobot.datasets.utils import check_delta_timestamps, get_delta_indices
+        from lerobot.datasets import LeRobotDatasetMetadata
+        from lerobot.datasets.feature_utils import check_delta_timestamps, get_delta_indices
         from lerobot.utils.constants import HF_LEROBOT_HOME
 
         super().__init__()
         if frame_dtype not in FRAME_DTYPES:
             raise ValueError(f"frame_dtype={frame_dtype!r} is not one of {FRAME_DTYPES}")
+        if return_uint8:
+            frame_dtype = "uint8"
         self.frame_dtype = "float32" if image_transforms is not None else frame_dtype  # transforms expect floats
         self.repo_id = repo_id
         self.root = Path(root) if root else HF_LEROBOT_HOME / repo_id
@@ -152,10 +155,18 @@ class CachedLeRobotDataset(torch.utils.data.Dataset):
         return len(self.episodes) if self.episodes is not None else self.meta.total_episodes
 
     @property
+    def absolute_to_relative_idx(self) -> dict[int, int] | None:
+        """Dataset index -> item position, for an episode subset (LeRobot's EpisodeAwareSampler maps with it)."""
+        if self._rows is None:
+            return None
+        return {int(row): i for i, row in enumerate(self._rows)}
+
+    @property
     def hf_dataset(self) -> Any:
         """LeRobot's own parquet-backed table, loaded on first use (for scripts that read it directly)."""
         if self._hf_dataset is None:
-            from lerobot.datasets.utils import get_hf_features_from_features, hf_transform_to_torch, load_nested_dataset
+            from lerobot.datasets.feature_utils import get_hf_features_from_features
+            from lerobot.datasets.io_utils import hf_transform_to_torch, load_nested_dataset
 
             features = {k: v for k, v in self.meta.features.items() if k not in self.meta.video_keys}
             self._hf_dataset = load_nested_dataset(self.root / "data", get_hf_features_from_features(features),
@@ -165,7 +176,7 @@ class CachedLeRobotDataset(torch.utils.data.Dataset):
 
     @property
     def hf_features(self) -> Any:
-        from lerobot.datasets.utils import get_hf_features_from_features
+        from lerobot.datasets.feature_utils import get_hf_features_from_features
 
         return get_hf_features_from_features(self.meta.features)
 
@@ -225,25 +236,24 @@ def frame_cache_mode(mode: str | None = None) -> str:
 
 
 def open_dataset(repo_id: str, root: str | Path | None = None, *, mode: str | None = None,
-                 lerobot_cls: type | None = None, frame_dtype: str = "float32", **kwargs: Any) -> Any:
+                 frame_dtype: str = "float32", **kwargs: Any) -> Any:
     """`CachedLeRobotDataset` or `LeRobotDataset` for the same arguments, by `mode` (default $VLA_FRAME_CACHE):
 
     - auto: the cache when one exists for the dataset (a stale one is rebuilt first), else LeRobotDataset;
     - on: the cache, building it when missing;
     - off: LeRobotDataset.
     A dataset asked to re-sync from the hub (`force_cache_sync`) always goes to LeRobotDataset. `frame_dtype`
-    applies to the cache only (LeRobotDataset's frames are always float32)."""
-    from lerobot.datasets.lerobot_dataset import LeRobotDataset
+    applies to the cache only; `return_uint8` to both."""
+    from lerobot.datasets import LeRobotDataset
     from lerobot.utils.constants import HF_LEROBOT_HOME
 
-    lerobot_cls = lerobot_cls or LeRobotDataset
     chosen = frame_cache_mode(mode)
     local = Path(root) if root else HF_LEROBOT_HOME / repo_id
     use_cache = chosen == "on" or (chosen == "auto" and cache_status(local).state != "missing")
     if not use_cache or kwargs.get("force_cache_sync") or not (local / "meta" / "info.json").is_file():
-        return lerobot_cls(repo_id, root=root, **kwargs)
+        return LeRobotDataset(repo_id, root=root, **kwargs)
     reading_args = ("episodes", "image_transforms", "delta_timestamps", "tolerance_s", "revision",
-                    "force_cache_sync", "download_videos", "video_backend")
+                    "force_cache_sync", "download_videos", "video_backend", "return_uint8")
     ignored = sorted(k for k in kwargs if k not in reading_args)
     if ignored:
         log.info("frame cache: ignoring %s (recording options)", ignored)

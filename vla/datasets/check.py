@@ -1,7 +1,8 @@
 """`vla data check`: validate a LeRobot v3 dataset and list every problem with where it is and what to do.
 
 Checks, in order (a step that cannot run because an earlier one failed is skipped, never crashes):
-1. meta/info.json: present, v3, fps, and a schema LeRobot can load (dtypes, shapes, the index columns).
+1. meta/info.json: present, v3, fields of the right JSON type (fps a positive whole number, ...), and a schema
+   LeRobot can load (dtypes, shapes, the index columns).
 2. meta/episodes and meta/tasks.parquet: readable; episodes numbered 0..E-1, each non-empty, tiling the rows
    0..N-1 in order; totals agree with info.json.
 3. data/*.parquet: present and readable (a truncated file is named), columns of the declared dtype and shape;
@@ -13,39 +14,78 @@ Checks, in order (a step that cannot run because an earlier one failed is skippe
 6. meta/stats.json: present, every feature covered with the right shapes, and values that agree with statistics
    recomputed from the data (tolerances in `compare_stats`). The index columns (timestamp, frame_index, ...) are
    left out: training never normalises them.
+
+Every problem is an error or a warning. Errors are damage: a file missing or unreadable, a column of the wrong type
+or shape, NaN in the data, bad timestamps, an info.json that LeRobot cannot read, statistics missing or of the
+wrong shape. Warnings are statistics whose values disagree with the data: LeRobot's own writer produces them (it
+averages per-episode quantiles and estimates image statistics), training still runs, and
+`vla data stats DIR --write` rewrites exact ones. `vla data check` exits 1 on an error, and with `--strict` on a
+warning too.
 """
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from vla.datasets.errors import DatasetError
+from vla.datasets.errors import DatasetError, reading
 from vla.datasets.lerobot_io import CAMERA_DTYPES, DEFAULT_TOLERANCE_S, NUMERIC_DTYPES, LeRobotSource
 from vla.datasets.stats import Stats, lowdim_stats, read_stats
 
 INDEX_COLUMNS = {"timestamp": "float32", "frame_index": "int64", "episode_index": "int64", "index": "int64",
                  "task_index": "int64"}  # fmt: skip
-RESTAT = "recompute statistics with `vla data stats DIR --write`"
+QUANTILE_NAMES = ("q01", "q10", "q50", "q90", "q99")
+
+
+class Severity(StrEnum):
+    ERROR = "error"  # the dataset is damaged: loading or training fails, or reads wrong data
+    WARNING = "warning"  # usable as it is, but not exact (LeRobot's approximate statistics)
 
 
 @dataclass(frozen=True)
 class Problem:
-    where: str
+    where: str  # a file, with the feature, field or episode in parentheses
     what: str
     fix: str = ""
+    severity: Severity = Severity.ERROR
 
     def __str__(self) -> str:
-        return f"{self.where}: {self.what}" + (f" -> {self.fix}" if self.fix else "")
+        return f"{self.severity}: {self.where}: {self.what}" + (f" -> fix: {self.fix}" if self.fix else "")
+
+    @property
+    def is_error(self) -> bool:
+        return self.severity is Severity.ERROR
 
     @classmethod
     def of(cls, err: DatasetError) -> Problem:
         fix = err.fix if "vla data check" not in err.fix else "restore the file or re-record the affected episodes"
         return cls(err.where, err.what, fix)
+
+
+def summary(problems: list[Problem]) -> str:
+    """The counts, e.g. "2 errors, 1 warning"."""
+    errors = sum(p.is_error for p in problems)
+    return f"{_plural(errors, 'error')}, {_plural(len(problems) - errors, 'warning')}"
+
+
+def exit_code(problems: list[Problem], strict: bool = False) -> int:
+    """1 when there is an error (or, with `strict`, a warning), else 0."""
+    return int(any(p.is_error or strict for p in problems))
+
+
+def restat(root: Path) -> str:
+    return f"rewrite exact statistics with `vla data stats {root} --write`"
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
 
 
 def check_dataset(root: str | Path, frames: bool = True, stats: bool = True,
@@ -54,11 +94,14 @@ def check_dataset(root: str | Path, frames: bool = True, stats: bool = True,
     from vla.datasets.check_media import check_cameras
 
     root = Path(root)
+    problems = check_info(root)
+    if problems:
+        return problems  # LeRobotSource (and LeRobot) would stop at the first bad field with a bare exception
     try:
         source = LeRobotSource(root)
     except DatasetError as err:
         return [Problem.of(err)]
-    problems = check_schema(source)
+    problems += check_schema(source)
     if any(p.what.startswith("schema:") for p in problems):
         return problems  # the rest would only repeat it
     problems += check_episodes(source)
@@ -74,14 +117,63 @@ def check_dataset(root: str | Path, frames: bool = True, stats: bool = True,
     return problems
 
 
-# --- 1. schema ----------------------------------------------------------------------------------------------------
+# --- 1. info.json and schema --------------------------------------------------------------------------------------
+
+
+def _whole(low: int) -> Callable[[object], bool]:
+    def valid(value: object) -> bool:
+        return (isinstance(value, int | float) and not isinstance(value, bool) and float(value).is_integer()
+                and value >= low)
+
+    return valid
+
+
+def _feature_map(value: object) -> bool:
+    return isinstance(value, dict) and all(isinstance(ft, dict) for ft in value.values())
+
+
+# field: (valid, what it must be); a missing field is reported by LeRobotSource
+INFO_FIELDS: dict[str, tuple[Callable[[object], bool], str]] = {
+    "fps": (_whole(1), "a positive whole number of frames per second, e.g. 30"),
+    "total_episodes": (_whole(0), "a whole number >= 0"),
+    "total_frames": (_whole(0), "a whole number >= 0"),
+    "features": (_feature_map, "an object mapping each feature name to an object with its dtype and shape"),
+    "data_path": (lambda v: isinstance(v, str), 'a path template such as '
+                  '"data/chunk-{chunk_index:03d}/file-{file_index:03d}.parquet"'),
+    "video_path": (lambda v: v is None or isinstance(v, str), "a path template or null"),
+}
+JSON_TYPES = {str: "a string", bool: "a boolean", int: "a number", float: "a number", list: "an array",
+              dict: "an object", type(None): "null"}  # fmt: skip
+
+
+def check_info(root: Path) -> list[Problem]:
+    """Fields of meta/info.json whose JSON type is wrong, one problem each naming the field and what it must be."""
+    path = root / "meta" / "info.json"
+    if not path.is_file():
+        return []  # LeRobotSource says that this is not a dataset
+    try:
+        with reading(path, fix="restore meta/info.json"):
+            info = json.loads(path.read_text())
+    except DatasetError as err:
+        return [Problem.of(err)]
+    if not isinstance(info, dict):
+        return [Problem(str(path), f"is {JSON_TYPES.get(type(info), type(info).__name__)}, not a JSON object",
+                        "restore meta/info.json")]
+    problems = []
+    for name, (valid, expected) in INFO_FIELDS.items():
+        if name in info and not valid(info[name]):
+            value = info[name]
+            shown = json.dumps(value)
+            shown = shown if len(shown) <= 40 else shown[:37] + "..."
+            kind = "" if value is None else f" ({JSON_TYPES.get(type(value), type(value).__name__)})"
+            problems.append(Problem(f"{path} ({name})", f"{name} is {shown}{kind}, expected {expected}",
+                                    f"correct {name} in meta/info.json"))
+    return problems
 
 
 def check_schema(source: LeRobotSource) -> list[Problem]:
     info = source.root / "meta" / "info.json"
     problems = []
-    if source.fps <= 0:
-        problems.append(Problem(str(info), f"schema: fps is {source.fps}", "set the recording rate in info.json"))
     for key, ft in source.features.items():
         dtype, shape = ft.get("dtype"), ft.get("shape")
         if dtype not in (*NUMERIC_DTYPES, *CAMERA_DTYPES, "string"):
@@ -285,61 +377,88 @@ def check_finite(source: LeRobotSource, columns: dict[str, np.ndarray]) -> list[
 # --- 6. statistics ------------------------------------------------------------------------------------------------
 
 
-def compare_stats(stored: Stats, computed: Stats, cameras: list[str]) -> list[tuple[str, str]]:
-    """(feature, what disagrees) for each feature whose stored statistics do not match the recomputed ones.
+def compare_stats(stored: Stats, computed: Stats, cameras: list[str]) -> list[tuple[str, str, Severity]]:
+    """(feature, what is wrong, severity) for each feature whose stored statistics do not fit the recomputed ones.
 
-    Numeric features: min/max and count exactly (to float rounding), mean within 1e-4 of the spread, std within
-    0.1 %, quantiles within 2 % of the range (histogram-based estimates pass, averaged per-episode ones do not).
-    Cameras (values in [0, 1]): mean and std within 0.02 + 10 %; min, max and quantiles are only checked for shape,
-    since LeRobot computes them on the frames before video encoding and the decoded frames differ slightly."""
+    A feature or statistic missing, or of the wrong shape, is an error: LeRobot's normalisation fails on it or
+    leaves the feature unnormalised. Values that disagree are a warning (what LeRobot writes itself), with the
+    reason in the message. Tolerances: numeric features min/max and count exactly (to float rounding), mean within
+    1e-4 of the spread, std within 0.1 %, quantiles within 2 % of the range (histogram-based estimates pass,
+    averaged per-episode ones do not). Cameras (values in [0, 1]): mean and std within 0.02 + 10 %; min, max and
+    quantiles are only checked for shape, since LeRobot computes them on the frames before video encoding and the
+    decoded frames differ slightly."""
     out = []
     for key, want in computed.items():
         have = stored.get(key)
         if have is None:
-            out.append((key, "no statistics"))
+            out.append((key, "no statistics (training cannot normalise this feature)", Severity.ERROR))
             continue
         spread = float(np.max(want["max"] - want["min"]))
-        wrong: list[str] = []
+        broken: list[str] = []
+        differ: dict[str, str] = {}  # statistic: how its value disagrees
         for name, value in want.items():
             if name not in have:
-                wrong.append(f"'{name}' is missing")
+                broken.append(f"'{name}' is missing")
                 continue
             got = np.asarray(have[name], np.float64)
             if got.shape != value.shape:
-                wrong.append(f"'{name}' has shape {got.shape}, expected {value.shape}")
+                broken.append(f"'{name}' has shape {got.shape}, expected {value.shape}")
                 continue
-            if key in cameras:
-                if name not in ("mean", "std"):
-                    continue
-                tol = 0.02 + 0.1 * np.abs(value)
-            elif name == "count":
-                tol = 0.0
-            elif name in ("min", "max"):
-                tol = 1e-6 * (1 + np.abs(value))
-            elif name == "mean":
-                tol = 1e-4 * (spread + 1e-6)
-            elif name == "std":
-                tol = 1e-3 * np.abs(value) + 1e-7
-            else:
-                tol = 0.02 * spread + 1e-6
+            if key in cameras and name not in ("mean", "std"):
+                continue
             diff = np.abs(got - value)
+            tol = _tolerance(name, value, spread, key in cameras)
             if not (diff <= tol).all():
                 k = int(np.argmax(diff - tol))
-                wrong.append(f"'{name}' is {got.ravel()[k]:.6g} where the data gives {value.ravel()[k]:.6g}"
-                             + (f" (dimension {k})" if value.size > 1 else ""))
-        if wrong:
-            out.append((key, wrong[0] + (f"; {len(wrong) - 1} more statistics disagree" if len(wrong) > 1 else "")))
+                differ[name] = (f"'{name}' is {got.ravel()[k]:.6g} where the data gives {value.ravel()[k]:.6g}"
+                                + (f" at dimension {k}" if value.size > 1 else ""))
+        if broken:
+            out.append((key, _first_and_count(broken), Severity.ERROR))
+        if differ:
+            first = next(iter(differ.values()))
+            out.append((key, f"{', '.join(differ)} disagree{'s' if len(differ) == 1 else ''} with the data "
+                        f"({first}): {_why(list(differ), key in cameras)}", Severity.WARNING))
     return out
+
+
+def _tolerance(name: str, value: np.ndarray, spread: float, camera: bool) -> np.ndarray | float:
+    if camera:
+        return 0.02 + 0.1 * np.abs(value)
+    if name == "count":
+        return 0.0
+    if name in ("min", "max"):
+        return 1e-6 * (1 + np.abs(value))
+    if name == "mean":
+        return 1e-4 * (spread + 1e-6)
+    if name == "std":
+        return 1e-3 * np.abs(value) + 1e-7
+    return 0.02 * spread + 1e-6
+
+
+def _first_and_count(found: list[str]) -> str:
+    return found[0] + (f"; {len(found) - 1} more statistics are wrong" if len(found) > 1 else "")
+
+
+def _why(names: list[str], camera: bool) -> str:
+    """The likely cause of statistics that disagree with the data."""
+    if camera:
+        return "LeRobot estimates image statistics from sampled frames and averages them over episodes"
+    if all(name in QUANTILE_NAMES for name in names):
+        return "LeRobot averages per-episode quantiles, which are not the dataset's quantiles"
+    return "the statistics do not describe this data (stale after the data changed?)"
 
 
 def check_stats(source: LeRobotSource, columns: dict[str, np.ndarray], histograms: dict) -> list[Problem]:
     path = source.root / "meta" / "stats.json"
+    fix = restat(source.root)
     if not path.is_file():
-        return [Problem(str(path), "statistics file is missing (training cannot normalise)", RESTAT)]
+        return [Problem(str(path), "statistics file is missing (training cannot normalise)", fix)]
     try:
         stored = read_stats(path)
     except DatasetError as err:
-        return [Problem.of(err)]
-    computed: Stats = {k: lowdim_stats(v) for k, v in columns.items() if len(v) and k not in INDEX_COLUMNS}
+        return [Problem(err.where, err.what, fix)]
+    computed: Stats = {k: lowdim_stats(v) for k, v in columns.items()  # NaN and inf are reported by check_finite
+                       if len(v) and k not in INDEX_COLUMNS and np.isfinite(v).all()}
     computed.update({cam: hist.stats() for cam, hist in histograms.items()})
-    return [Problem(f"{path} ({key})", what, RESTAT) for key, what in compare_stats(stored, computed, source.cameras)]
+    return [Problem(f"{path} ({key})", what, fix, severity)
+            for key, what, severity in compare_stats(stored, computed, source.cameras)]

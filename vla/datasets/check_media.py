@@ -5,7 +5,8 @@ declared frame size, and has a frame near every timestamp that LeRobot will ask 
 timestamp`, within `tolerance_s`), read from the container's packet times without decoding. Then, with
 `frames=True`, every frame is decoded once (PNG or video, or read from a valid frame cache, which was itself
 decoded from these exact files), which finds undecodable images and frames, and yields the per-channel pixel
-histograms that the statistics check compares with meta/stats.json.
+histograms that the statistics check compares with meta/stats.json. Every problem found here is an error: the
+camera cannot be read as declared.
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """`vla data ...`: frame cache, validation, statistics and conversion of datasets. Thin calls into vla.datasets.
 
     vla data cache DIR [--size HxW] [--force]        decode every camera once into DIR.vla-cache.zarr
-    vla data check DIR [--no-frames] [--no-stats]    list every problem; exit 1 when there is one
+    vla data check DIR [--no-frames] [--no-stats]    list every error and warning; exit 1 on an error
+                   [--strict]                     (with --strict on a warning too)
     vla data stats DIR [DIR ...] [--write] [--out F] exact statistics, pooled over several datasets
     vla data convert SRC DST [--fps N] [--task T]    LeRobot v3 <-> zarr replay buffer (direction from SRC)
 
@@ -38,6 +39,8 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
     check.add_argument("--no-frames", action="store_true", help="skip decoding every frame (faster)")
     check.add_argument("--no-stats", action="store_true", help="skip comparing meta/stats.json with the data")
     check.add_argument("--tolerance-s", type=float, default=1e-4, help="timestamp tolerance (LeRobot's default)")
+    check.add_argument("--strict", action="store_true",
+                       help="exit 1 on warnings too (statistics that are only approximate, as LeRobot writes them)")
 
     stats = sub.add_parser("stats", help="recompute statistics (with quantiles); several datasets are pooled")
     stats.add_argument("datasets", type=Path, nargs="+")
@@ -106,17 +109,17 @@ def _cache(args: argparse.Namespace) -> int:
 
 
 def _check(args: argparse.Namespace) -> int:
-    from vla.datasets.check import check_dataset
+    from vla.datasets.check import check_dataset, exit_code, summary
 
     problems = check_dataset(args.dataset, frames=not args.no_frames, stats=not args.no_stats,
                              tolerance_s=args.tolerance_s, progress=sys.stderr.isatty())
-    for problem in problems:
+    for problem in sorted(problems, key=lambda p: not p.is_error):  # errors first, each group in check order
         print(problem)
     if problems:
-        print(f"{len(problems)} problem{'s' if len(problems) > 1 else ''} in {args.dataset}")
-        return 1
-    print(f"ok: {args.dataset} has no problems")
-    return 0
+        print(f"{summary(problems)} in {args.dataset}")
+    else:
+        print(f"ok: {args.dataset} has no problems (0 errors, 0 warnings)")
+    return exit_code(problems, strict=args.strict)
 
 
 def _stats(args: argparse.Namespace) -> int:

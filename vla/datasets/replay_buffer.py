@@ -32,6 +32,7 @@ import numpy as np
 
 from vla.datasets.errors import DatasetError, reading
 from vla.datasets.lerobot_io import LeRobotSource
+from vla.datasets.writer import h264
 
 IMAGE_PREFIX, OBS_PREFIX = "observation.images.", "observation."
 DERIVED = ("frame_index", "episode_index", "index", "task_index", "timestamp")  # LeRobot recomputes these
@@ -209,7 +210,7 @@ def zarr_to_lerobot(src: str | Path, dst: str | Path, fps: int | None = None, ta
                     skip_empty: bool = False, robot_type: str | None = None, progress: bool = True) -> Path:
     """Write the replay buffer at `src` as a LeRobot v3 dataset at `dst` (image storage unless `use_videos`)."""
     import datasets
-    from lerobot.datasets.lerobot_dataset import LeRobotDataset
+    from lerobot.datasets import LeRobotDataset
     from tqdm import tqdm
 
     datasets.disable_progress_bars()  # one "Map" bar per saved episode otherwise
@@ -242,8 +243,7 @@ def zarr_to_lerobot(src: str | Path, dst: str | Path, fps: int | None = None, ta
     try:
         ds = LeRobotDataset.create(repo_id=repo_id or f"local/{dst.name}", fps=int(fps), root=tmp, features=features,
                                    robot_type=robot_type or buffer.attrs.get("robot_type"), use_videos=use_videos,
-                                   vcodec="h264")  # fmt: skip
-        ds.start_image_writer(num_processes=0, num_threads=4)
+                                   rgb_encoder=h264())  # fmt: skip
         for e in tqdm(range(len(starts)), desc="converting episodes", unit="ep", disable=not progress):
             s, t = int(starts[e]), int(buffer.episode_ends[e])
             if s == t:
@@ -255,11 +255,10 @@ def zarr_to_lerobot(src: str | Path, dst: str | Path, fps: int | None = None, ta
                 frame: dict[str, Any] = {plan[k]: v[i] if v.ndim > 1 else v[i: i + 1] for k, v in columns.items()}
                 frame["task"] = tasks[int(task_index[s + i])]
                 ds.add_frame(frame)
-                if stamps is not None:  # add_frame rejects a "timestamp" key in 0.4.4 and writes frame_index / fps
-                    ds.episode_buffer["timestamp"][-1] = float(stamps[i])
+                if stamps is not None:  # add_frame takes no "timestamp" (0.6.1 writes frame_index / fps): set it
+                    ds.writer.episode_buffer["timestamp"][-1] = float(stamps[i])
             ds.save_episode()
         ds.finalize()
-        ds.stop_image_writer()
         tmp.rename(dst)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

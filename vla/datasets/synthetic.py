@@ -13,6 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
+from vla.datasets.writer import h264
+
 COLOURS = {"red": (230, 40, 40), "blue": (40, 80, 230)}
 PHRASES = ("move to the {} square", "go to the {} square", "reach the {} one")
 SPOTS = np.array([[-0.6, -0.6], [-0.6, 0.6], [0.6, -0.6], [0.6, 0.6]])  # squares sit near two of these
@@ -62,14 +64,14 @@ def episode(rng: np.random.Generator, length: int, size: int) -> tuple[str, list
 def make_dataset(root: str | Path, episodes: int = 8, length: int = 30, image_size: int = 32, fps: int = 10,
                  seed: int = 0, use_videos: bool = True, repo_id: str = "local/vla-synthetic") -> Path:
     """Write the dataset under `root` (which must not exist) and return its path."""
-    from lerobot.datasets.lerobot_dataset import LeRobotDataset
+    from lerobot.datasets import LeRobotDataset
 
     root = Path(root)
     feats = features(image_size)
     if not use_videos:
         feats[CAMERA]["dtype"] = "image"
     ds = LeRobotDataset.create(repo_id=repo_id, fps=fps, root=root, features=feats, use_videos=use_videos,
-                               robot_type="point2d", vcodec="h264")
+                               robot_type="point2d", rgb_encoder=h264())
     from tqdm import tqdm
 
     rng = np.random.default_rng(seed)

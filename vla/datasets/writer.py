@@ -1,11 +1,11 @@
 """Crash-safe episode writing to a LeRobot v3 dataset.
 
-LeRobot 0.4.4 keeps its parquet writers open until `finalize()`; a dataset whose process dies before that has
+LeRobot 0.6 keeps its parquet writers open until `finalize()`; a dataset whose process dies before that has
 files without footers and does not load. `EpisodeWriter` therefore finalizes after every saved episode, so a crash
-(even SIGKILL), Ctrl-C or SIGTERM loses at most the episode in progress. The next episode then goes to new data,
-metadata and video files, as when LeRobot reopens a dataset to resume; we set the state that reopening would set
-instead of reopening, because a reopen re-reads every episode's metadata file (recording 100 episodes took three
-times as long that way). Opening an existing dataset appends to it after checking its features match.
+(even SIGKILL), Ctrl-C or SIGTERM loses at most the episode in progress, and continues with
+`LeRobotDataset.resume()`, LeRobot's own way to append to a dataset (the next episode goes to new data, metadata
+and video files). Opening an existing dataset appends to it after checking its features match. Videos are H.264
+(`RGBEncoderConfig(vcodec="h264")`): fast to encode and decodable everywhere.
 """
 
 from __future__ import annotations
@@ -13,6 +13,13 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 from typing import Any
+
+
+def h264() -> Any:
+    """LeRobot's video encoder settings for H.264 (its default is AV1, slow to encode on a small CPU)."""
+    from lerobot.configs import RGBEncoderConfig
+
+    return RGBEncoderConfig(vcodec="h264")
 
 
 class EpisodeWriter:
@@ -29,12 +36,9 @@ class EpisodeWriter:
         use_videos: bool = True,
     ):
         import av
-        from lerobot.datasets.lerobot_dataset import LeRobotDataset
-
-        from vla.datasets.video import install_decoder_fallback
+        from lerobot.datasets import LeRobotDataset
 
         av.logging.set_libav_level(av.logging.ERROR)  # libx264 prints a page of statistics per video otherwise
-        install_decoder_fallback()  # reopening the dataset after each episode reads its videos' metadata
         self.root, self.repo_id = Path(root), repo_id
         if not use_videos:  # image storage: frames go to PNG files inside the parquet data
             features = {k: {**ft, "dtype": "image"} if ft["dtype"] == "video" else ft for k, ft in features.items()}
@@ -51,7 +55,7 @@ class EpisodeWriter:
                     raise FileExistsError(f"{self.root} already exists; pass --resume to append to it")
             self.dataset = LeRobotDataset.create(
                 repo_id=repo_id, fps=fps, root=self.root, features=features, robot_type=robot_type,
-                use_videos=use_videos, vcodec="h264",
+                use_videos=use_videos, rgb_encoder=h264(),
             )  # fmt: skip
 
     def _remove_unsaved_frames(self) -> None:
@@ -63,9 +67,9 @@ class EpisodeWriter:
                 shutil.rmtree(tmp, ignore_errors=True)
 
     def _open(self):
-        from lerobot.datasets.lerobot_dataset import LeRobotDataset
+        from lerobot.datasets import LeRobotDataset
 
-        return LeRobotDataset(self.repo_id, root=self.root, vcodec="h264")
+        return LeRobotDataset.resume(self.repo_id, root=self.root, rgb_encoder=h264())
 
     def _check_compatible(self, features: dict[str, dict], fps: int) -> None:
         have = self.dataset.meta
@@ -103,19 +107,7 @@ class EpisodeWriter:
         self.dataset.save_episode()
         self.pending = 0
         self.dataset.finalize()
-        self._start_new_files()
-
-    def _start_new_files(self) -> None:
-        """After `finalize()`, send the next episode to new files, as a reopened dataset would.
-
-        With `latest_episode` unset, LeRobot 0.4.4 starts the next data, episode-metadata and video files after
-        the indices of `meta.episodes[-1]`, the only entry it reads while recording (reopening loads them all).
-        """
-        meta = self.dataset.meta
-        last = {key: value[0] if isinstance(value, list) else value for key, value in meta.latest_episode.items()}
-        meta.episodes = [last]
-        meta.latest_episode = None
-        self.dataset.latest_episode = None
+        self.dataset = self._open()
 
     def close(self) -> None:
         self.discard()

@@ -1,15 +1,8 @@
 """MuJoCo environments: SO-101 tasks with language, the Meta-World adapter, scripted experts, rollouts.
 
-Importing this package picks the offscreen OpenGL backend before MuJoCo is first imported (MuJoCo reads
-`MUJOCO_GL` at import): EGL when libEGL is present, else OSMesa. A `MUJOCO_GL` set by the user wins.
+Importing this package registers the `so101/<task>` gym ids and nothing else: MuJoCo loads when an env is made
+(`vla.envs.gl` picks its offscreen OpenGL backend then).
 """
-
-import ctypes.util
-import os
-
-if not os.environ.get("MUJOCO_GL"):
-    os.environ["MUJOCO_GL"] = "egl" if ctypes.util.find_library("EGL") else "osmesa"
-    os.environ.setdefault("PYOPENGL_PLATFORM", os.environ["MUJOCO_GL"])
 
 import sys
 

@@ -8,9 +8,9 @@ weight lets position win.
 
 from __future__ import annotations
 
-import mujoco
 import numpy as np
 
+from vla.envs.gl import mujoco
 from vla.envs.scene import TIP_SITE
 
 ARM_JOINTS = ("shoulder_pan", "shoulder_lift", "elbow_flex", "wrist_flex", "wrist_roll")

@@ -11,12 +11,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from lerobot.configs.types import FeatureType, PolicyFeature
-from lerobot.envs.configs import EnvConfig
+from lerobot.configs import FeatureType, PolicyFeature
+from lerobot.envs import EnvConfig
 from lerobot.utils.constants import ACTION, OBS_IMAGES, OBS_STATE
 
-from vla.envs.so101 import JOINTS
-from vla.envs.tasks import TASKS
+from vla.envs.registry import JOINTS, TASK_NAMES
 
 
 @EnvConfig.register_subclass("vla_so101")
@@ -32,8 +31,8 @@ class SO101EnvConfig(EnvConfig):
     render_width: int = 320
 
     def __post_init__(self) -> None:
-        if self.task not in TASKS:
-            raise ValueError(f"--env.task={self.task} is not an SO-101 task; choose one of {', '.join(TASKS)}")
+        if self.task not in TASK_NAMES:
+            raise ValueError(f"--env.task={self.task} is not an SO-101 task; choose one of {', '.join(TASK_NAMES)}")
         self.features = {
             ACTION: PolicyFeature(type=FeatureType.ACTION, shape=(len(JOINTS),)),
             "agent_pos": PolicyFeature(type=FeatureType.STATE, shape=(len(JOINTS),)),

@@ -2,14 +2,22 @@
 
 Registered with no wrappers (no order enforcing, no env checker, no TimeLimit: the env truncates itself), so
 `gym.make` returns the env itself and LeRobot's eval loop can read `task_description` and `_max_episode_steps`.
+Registering imports neither MuJoCo nor the tasks (the entry point is a string, resolved by `gym.make`), so
+`import vla.envs` is cheap and has no side effects beyond gymnasium's registry.
 """
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import gymnasium as gym
 
-from vla.envs.so101 import SO101Config, SO101Env
-from vla.envs.tasks import TASKS
+if TYPE_CHECKING:
+    from vla.envs.so101 import SO101Env
+
+TASK_NAMES = ("reach", "pick", "pick-color", "place", "stack")  # vla.envs.tasks.TASKS, in this order
+JOINTS = ("shoulder_pan", "shoulder_lift", "elbow_flex", "wrist_flex", "wrist_roll", "gripper")
+ENV_IDS = tuple(f"so101/{name}" for name in TASK_NAMES)
 
 
 def make_so101(
@@ -20,6 +28,9 @@ def make_so101(
     render_size: tuple[int, int] = (240, 320),
     render_mode: str | None = "rgb_array",
 ) -> SO101Env:
+    from vla.envs.so101 import SO101Config, SO101Env
+    from vla.envs.tasks import TASKS
+
     if task not in TASKS:
         raise ValueError(f"unknown SO-101 task '{task}'; available: {', '.join(TASKS)}")
     config = SO101Config(
@@ -32,7 +43,7 @@ def make_so101(
 
 
 def register_all() -> None:
-    for name in TASKS:
+    for name in TASK_NAMES:
         env_id = f"so101/{name}"
         if env_id not in gym.registry:
             gym.register(
@@ -42,6 +53,3 @@ def register_all() -> None:
                 order_enforce=False,
                 disable_env_checker=True,
             )
-
-
-ENV_IDS = tuple(f"so101/{name}" for name in TASKS)

@@ -10,10 +10,10 @@ import functools
 from dataclasses import dataclass
 from pathlib import Path
 
-import mujoco
 import numpy as np
 
 from vla.envs.assets import so101_xml
+from vla.envs.gl import mujoco
 from vla.envs.meshes import cluster, read_stl
 
 TABLE_RGBA = (0.55, 0.5, 0.45, 1.0)

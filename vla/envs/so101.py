@@ -16,15 +16,15 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import gymnasium as gym
-import mujoco
 import numpy as np
 
+from vla.envs.gl import mujoco
+from vla.envs.registry import JOINTS
 from vla.envs.scene import FRONT_CAMERA, TIP_SITE, WRIST_CAMERA, CameraSpec, add_camera, arm_spec
 
 if TYPE_CHECKING:
     from vla.envs.tasks import Task
 
-JOINTS = ("shoulder_pan", "shoulder_lift", "elbow_flex", "wrist_flex", "wrist_roll", "gripper")
 FEATURE_NAMES = tuple(f"{j}.pos" for j in JOINTS)  # LeRobot's SO-101 follower feature names
 CAMERAS = {c.name: c for c in (FRONT_CAMERA, WRIST_CAMERA)}
 # Ready pose (degrees, gripper 0-100): tip about 12 cm above the middle of the workspace, jaws open a little.

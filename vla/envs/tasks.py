@@ -10,9 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-import mujoco
 import numpy as np
 
+from vla.envs.gl import mujoco
 from vla.envs.scene import add_cube, add_marker
 
 if TYPE_CHECKING:

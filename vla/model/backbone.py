@@ -29,7 +29,7 @@ from vla.model.config import TextConfig, VisionConfig, VLAModelConfig
 def hf_config(cfg: VLAModelConfig) -> SmolVLMConfig:
     """transformers config with the sizes of `cfg`, text model already truncated to `num_vlm_layers`."""
     v, t = cfg.vision, cfg.text
-    return SmolVLMConfig(
+    kwargs: dict[str, Any] = dict(
         vision_config={
             "hidden_size": v.hidden_size, "intermediate_size": v.intermediate_size,
             "num_hidden_layers": v.num_layers, "num_attention_heads": v.num_heads,
@@ -44,6 +44,16 @@ def hf_config(cfg: VLAModelConfig) -> SmolVLMConfig:
         scale_factor=cfg.scale_factor,
         pad_token_id=0,
     )
+    return SmolVLMConfig(**kwargs)
+
+
+def rope_theta(text_config: PretrainedConfig) -> float:
+    """The rotary base of a transformers text config: `rope_parameters["rope_theta"]` in transformers 5, the
+    `rope_theta` attribute in configs written by 4.x; 10,000 (Llama's default) when neither is there."""
+    params = getattr(text_config, "rope_parameters", None) or {}
+    theta = params.get("rope_theta") if isinstance(params, dict) else None
+    theta = theta if theta is not None else getattr(text_config, "rope_theta", None)
+    return float(theta) if theta is not None else 10_000.0
 
 
 def sizes_from_hf(hf: PretrainedConfig, cfg: VLAModelConfig) -> VLAModelConfig:
@@ -55,7 +65,7 @@ def sizes_from_hf(hf: PretrainedConfig, cfg: VLAModelConfig) -> VLAModelConfig:
                             image_size=v.image_size, patch_size=v.patch_size),
         text=TextConfig(hidden_size=t.hidden_size, num_layers=t.num_hidden_layers, num_heads=t.num_attention_heads,
                         num_kv_heads=t.num_key_value_heads, intermediate_size=t.intermediate_size,
-                        vocab_size=t.vocab_size, rope_theta=float(getattr(t, "rope_theta", 10_000.0)),
+                        vocab_size=t.vocab_size, rope_theta=rope_theta(t),
                         rms_norm_eps=t.rms_norm_eps),
         scale_factor=hf.scale_factor,
     )

@@ -86,6 +86,13 @@ class VLAModel(nn.Module):
         self.image_cache: ImageEmbeddingCache | None = None  # see `vla.model.image_cache`; the policy sets it
         if cfg.freeze_vlm:
             self.backbone.requires_grad_(False)
+        else:
+            # The expert reads only the keys and values of the last kept VLM layer: its queries, attention output,
+            # MLP and second norm never reach the loss. Frozen, they take no gradient that would always be None
+            # (which makes DDP wait for them, or need find_unused_parameters), and they keep their weights.
+            last: Any = self.backbone.layers[-1]
+            for unused in (last.self_attn.q_proj, last.self_attn.o_proj, last.mlp, last.post_attention_layernorm):
+                unused.requires_grad_(False)
 
     def compile_layers(self) -> None:
         """torch.compile the fast path (vision tower, `_vlm_kv_fast`, `_denoise_fast`) and the training denoising

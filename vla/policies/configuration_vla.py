@@ -9,14 +9,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from lerobot.configs.policies import PreTrainedConfig
-from lerobot.configs.types import FeatureType, NormalizationMode
-from lerobot.optim.optimizers import AdamWConfig
-from lerobot.optim.schedulers import CosineDecayWithWarmupSchedulerConfig
+from lerobot.configs import FeatureType, NormalizationMode, PreTrainedConfig
+from lerobot.optim import AdamWConfig, CosineDecayWithWarmupSchedulerConfig
 
 from vla.model.config import PRESETS, VLAModelConfig
 
 DTYPES = ("float32", "bfloat16", "int8")
+RTC_MODES = ("guidance", "training", "off")
 
 
 @PreTrainedConfig.register_subclass("vla")
@@ -38,9 +37,10 @@ class VLAConfig(PreTrainedConfig):
     # denoising step with its backward. The first chunk or training step of each input shape then takes a compile
     # (8-30 s on a 2-core CPU); later ones are faster.
     compile: bool = False
-    # Make glibc's malloc reuse freed memory instead of returning it to the kernel (process-wide; see
-    # `vla.allocator`): large tensors then stop page-faulting on every allocation. The process keeps its peak heap.
-    keep_freed_memory: bool = True
+    # Opt-in: make glibc's malloc reuse freed memory instead of returning it to the kernel (process-wide; see
+    # `vla.allocator`): large tensors then stop page-faulting on every allocation, but the process keeps its peak
+    # heap. Off by default, since it changes the whole process, not just the policy; the benchmarks measure both.
+    keep_freed_memory: bool = False
     # Keep each training frame's camera embedding while the vision tower is frozen, so later epochs skip the
     # tower (`vla.model.image_cache`): up to this many MiB of CPU memory, least recently used out first; 0 = off.
     # Frames under random image augmentation never repeat and only pass through.
@@ -57,6 +57,11 @@ class VLAConfig(PreTrainedConfig):
     # left out of the loss, so deployment can condition a chunk on the actions executing meanwhile (no backward
     # pass). Set it to the inference delay in control ticks you expect (e.g. 200 ms at 30 Hz -> 6, with margin).
     rtc_max_delay: int = 0
+    # How a chunk continues the previous one's left-over actions at deployment (predict_action_chunk with
+    # `prev_chunk_left_over`, as `lerobot-rollout --inference.type=rtc` and `vla deploy` call it): "guidance"
+    # (inference-time inpainting, any checkpoint), "training" (needs rtc_max_delay >= the delay), "off".
+    rtc_mode: str = "guidance"
+    rtc_beta: float = 5.0  # the guidance weight's clip (RTC paper's beta)
 
     normalization_mapping: dict[str, NormalizationMode] = field(
         default_factory=lambda: {
@@ -82,6 +87,8 @@ class VLAConfig(PreTrainedConfig):
             raise ValueError(f"--policy.preset={self.preset!r} is not one of {sorted(PRESETS)}")
         if self.dtype not in DTYPES:
             raise ValueError(f"--policy.dtype={self.dtype!r} is not one of {DTYPES}")
+        if self.rtc_mode not in RTC_MODES:
+            raise ValueError(f"--policy.rtc_mode={self.rtc_mode!r} is not one of {RTC_MODES}")
         if self.image_cache_mb < 0:
             raise ValueError(f"--policy.image_cache_mb={self.image_cache_mb} must be 0 (off) or a size in MiB")
         if not 1 <= self.n_action_steps <= self.chunk_size:

@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from lerobot.policies.pretrained import PreTrainedPolicy
+from lerobot.policies import PreTrainedPolicy
 from lerobot.utils.constants import (
     ACTION,
     OBS_IMAGE,
@@ -29,7 +29,7 @@ from lerobot.utils.constants import (
 from torch import Tensor
 
 from vla.allocator import keep_freed_memory
-from vla.model import Observation, VLAModel
+from vla.model import Observation, VLAModel, rtc
 from vla.model.backbone import Backbone
 from vla.model.image_cache import ImageEmbeddingCache
 from vla.policies.configuration_vla import DTYPES, VLAConfig
@@ -57,9 +57,28 @@ def pad_tokens(tokens: Tensor, mask: Tensor, multiple: int) -> tuple[Tensor, Ten
     return F.pad(tokens, (0, extra)), F.pad(mask, (0, extra), value=False)
 
 
+def offset_rng_per_rank() -> bool:
+    """Give each process of a distributed run its own torch random stream, once; True when done (or not needed).
+
+    LeRobot's `set_seed` seeds every rank alike, so without this every GPU would draw the same flow-matching noise
+    and times for its share of the batch, and the effective batch would teach no more than one rank's. The new
+    seed is drawn from the seeded stream (so runs stay reproducible) plus the rank.
+    """
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        return True
+    base = int(torch.randint(0, 2**62, (1,)))  # the same on every rank: they were seeded alike
+    torch.manual_seed(base + dist.get_rank())
+    return True
+
+
 class VLAPolicy(PreTrainedPolicy):
     config_class = VLAConfig
     name = "vla"
+    # The repeated blocks FSDP shards one by one (accelerate's `fsdp_transformer_layer_cls_to_wrap`; LeRobot's next
+    # release reads this attribute): the expert's layers, the VLM's text layers and its vision encoder layers.
+    _fsdp_wrap_modules = ("ExpertLayer", "LlamaDecoderLayer", "SmolVLMEncoderLayer")
 
     def __init__(self, config: VLAConfig, **kwargs: Any) -> None:
         super().__init__(config)
@@ -87,6 +106,7 @@ class VLAPolicy(PreTrainedPolicy):
         self.action_dim = action.shape[0]
         self.state_dim = config.robot_state_feature.shape[0] if config.robot_state_feature else 0
         self._queue: deque[Tensor] = deque()
+        self._rank_rng_offset = False
 
     @classmethod
     def from_pretrained(cls, pretrained_name_or_path: str | Path, *args: Any, **kwargs: Any) -> VLAPolicy:  # type: ignore[override]
@@ -102,7 +122,7 @@ class VLAPolicy(PreTrainedPolicy):
                            compile: bool = False) -> tuple[VLAPolicy, Any, Any]:  # fmt: skip
         """A checkpoint in eval mode on `device`, with the pre- and postprocessors saved beside it; `dtype` and
         `compile` override the checkpoint's inference settings (see `set_inference`)."""
-        from lerobot.policies.factory import make_pre_post_processors
+        from lerobot.policies import make_pre_post_processors
 
         import lerobot_policy_vla  # noqa: F401  (registers the policy type and processor steps)
 
@@ -141,17 +161,60 @@ class VLAPolicy(PreTrainedPolicy):
             raise ValueError(f"action has dimension {actions.shape[-1]}; this policy was built for {self.action_dim}")
         if ACTION_IS_PAD not in batch:
             raise KeyError(f"the batch has no '{ACTION_IS_PAD}'; load data with the policy's delta_timestamps")
+        if self.training and not self._rank_rng_offset:
+            self._rank_rng_offset = offset_rng_per_rank()
         with self._autocast():
             loss = self.model.compute_loss(obs, actions, batch[ACTION_IS_PAD], per_sample=reduction == "none")
         return loss, {}
 
+    def supports_rtc(self) -> bool:
+        """LeRobot's real-time chunking contract (`lerobot-rollout --inference.type=rtc`): see predict_action_chunk."""
+        return True
+
     @torch.no_grad()
-    def predict_action_chunk(self, batch: dict[str, Tensor], **kwargs: Any) -> Tensor:
-        """(B, chunk_size, action_dim) normalised actions (the postprocessor unnormalises them)."""
+    def predict_action_chunk(self, batch: dict[str, Tensor], noise: Tensor | None = None,
+                             inference_delay: int | None = None, prev_chunk_left_over: Tensor | None = None,
+                             rtc_mode: str | None = None) -> Tensor:  # fmt: skip
+        """(B, chunk_size, action_dim) normalised actions (the postprocessor unnormalises them).
+
+        Real-time chunking: `prev_chunk_left_over` ((T, A) or (B, T, A), normalised, as the preprocessor or
+        LeRobot's RTC engine gives it) is what the previous chunk still plans, starting with the `inference_delay`
+        actions that execute while this chunk is computed. The new chunk continues it, by `rtc_mode` (default the
+        config's `rtc_mode`): "guidance" inpaints it with the true vector-Jacobian product through the expert
+        (`vla.model.rtc.sample_guided`), "training" gives the committed actions as clean tokens to a policy trained
+        with `rtc_max_delay` >= the delay (no backward pass; beyond that delay it falls back to guidance), "off"
+        ignores it. Rows of exact zeros at the end of the left-over are padding (LeRobot pads it to its execution
+        horizon) and are not followed.
+        """
         obs = self.observation(batch)
+        mode = rtc_mode or self.config.rtc_mode
+        if prev_chunk_left_over is None or mode == "off" or prev_chunk_left_over.numel() == 0:
+            with self._autocast():
+                actions = self.model.sample_actions(obs, noise=noise)
+            return actions[..., : self.action_dim].float()
+        prefix, n = self._rtc_prefix(prev_chunk_left_over, obs.batch_size)
+        delay = min(max(int(inference_delay or 0), 0), n)
         with self._autocast():
-            actions = self.model.sample_actions(obs, noise=kwargs.get("noise"))
+            if mode == "training" and self.config.rtc_max_delay > 0 and delay <= self.config.rtc_max_delay:
+                actions = rtc.sample_with_prefix(self.model, obs, prefix, delay, noise=noise)
+            else:
+                actions = rtc.sample_guided(self.model, obs, prefix, delay, overlap=n, beta=self.config.rtc_beta,
+                                            noise=noise)  # fmt: skip
         return actions[..., : self.action_dim].float()
+
+    def _rtc_prefix(self, left_over: Tensor, batch_size: int) -> tuple[Tensor, int]:
+        """The left-over plan as (B, chunk_size, max_action_dim) in the model's space, and its length without
+        trailing all-zero padding rows."""
+        cfg = self.model.cfg
+        prefix = left_over[None] if left_over.ndim == 2 else left_over
+        if prefix.shape[-1] != self.action_dim:
+            raise ValueError(f"prev_chunk_left_over has action dimension {prefix.shape[-1]}; this policy was built "
+                             f"for {self.action_dim}")
+        real = prefix.detach().abs().amax(dim=(0, 2)).ne(0).nonzero()
+        n = min(int(real[-1]) + 1 if len(real) else 0, cfg.chunk_size)
+        padded = torch.zeros(batch_size, cfg.chunk_size, cfg.max_action_dim, device=prefix.device)
+        padded[:, :n, : self.action_dim] = prefix[:, :n].float()
+        return padded, n
 
     @torch.no_grad()
     def select_action(self, batch: dict[str, Tensor], **kwargs: Any) -> Tensor:

@@ -13,7 +13,9 @@ Guidance is the default because it joined chunks more smoothly in `vla chunking-
 trained with `rtc_max_delay` (2,000 and 8,000 steps; README): it pulls the whole overlap with the previous chunk
 towards it, with decaying weights, where training-time conditioning fixes only the committed actions and leaves
 the first fresh one to the model (at zero delay it conditions on nothing at all).
-The prefix is normalised by the same preprocessor as the observation (it normalises `action` like training did).
+The prefix is normalised by the same preprocessor as the observation (it normalises `action` like training did);
+the chunk comes from the policy's own `predict_action_chunk(..., inference_delay=, prev_chunk_left_over=)`, the
+method LeRobot's `lerobot-rollout --inference.type=rtc` calls too.
 """
 
 from __future__ import annotations
@@ -23,10 +25,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from vla.model import rtc
+from vla.policies.configuration_vla import RTC_MODES
 from vla.runtime.policy import PolicySpec, RequestObservation
-
-RTC_MODES = ("guidance", "training", "off")
 
 
 class CheckpointPolicy:
@@ -80,23 +80,9 @@ class CheckpointPolicy:
         if use_prefix:
             batch["action"] = torch.from_numpy(np.asarray(obs.prefix, np.float32))[None]  # (1, n, A)
         processed = self.pre(batch)
-        model = self.policy.model
-        model_obs = self.policy.observation(processed)
-        cfg = model.cfg
-        with self.policy._autocast():
-            if not use_prefix:
-                actions = model.sample_actions(model_obs)
-            else:
-                prefix = processed["action"].float()
-                n = min(prefix.shape[1], cfg.chunk_size)
-                padded = torch.zeros(1, cfg.chunk_size, cfg.max_action_dim, device=prefix.device)
-                padded[:, :n, : prefix.shape[-1]] = prefix[:, :n]
-                delay = min(max(obs.delay, 0), n)
-                if self.rtc_mode == "training" and cfg.rtc_max_delay > 0 and delay <= cfg.rtc_max_delay:
-                    actions = rtc.sample_with_prefix(model, model_obs, padded, delay)
-                else:
-                    actions = rtc.sample_guided(model, model_obs, padded, delay, overlap=n, beta=self.beta)
-        chunk = actions[..., : self.policy.action_dim].float()
+        left_over = processed["action"] if use_prefix else None
+        chunk = self.policy.predict_action_chunk(processed, inference_delay=obs.delay, prev_chunk_left_over=left_over,
+                                                 rtc_mode=self.rtc_mode)  # fmt: skip
         return self.post(chunk)[0].cpu().numpy().astype(np.float32)
 
 

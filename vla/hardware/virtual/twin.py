@@ -48,10 +48,8 @@ class MujocoTwin:
                                                   "wrist_roll", "gripper"), home: Sequence[float] | None = None,
                  settle: float = 2.0, task: str | None = None, seed: int = 0, cameras: Sequence[str] = (),
                  image_size: tuple[int, int] = (96, 96)):  # fmt: skip
-        import vla.envs  # noqa: F401  (picks the offscreen OpenGL backend: it must come before MuJoCo loads)
-
         self.env = None
-        import mujoco
+        from vla.envs.gl import mujoco
 
         self._mj = mujoco
         if task is not None:
