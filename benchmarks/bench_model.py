@@ -26,7 +26,8 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -53,22 +54,24 @@ CACHED = {CACHED_EAGER: "ours float32", CACHED_COMPILED: COMPILED}  # training-o
 KEEP_FREED = [True]  # --malloc
 
 
-def features(size: int) -> tuple[dict[str, PolicyFeature], dict[str, PolicyFeature]]:
-    return ({CAM: PolicyFeature(type=FeatureType.VISUAL, shape=(3, size, size)),
+def features(size: int, cameras: Sequence[str] = (CAM,)) -> tuple[dict[str, PolicyFeature], dict[str, PolicyFeature]]:
+    return ({**{cam: PolicyFeature(type=FeatureType.VISUAL, shape=(3, size, size)) for cam in cameras},
              "observation.state": PolicyFeature(type=FeatureType.STATE, shape=(STATE_DIM,))},
             {"action": PolicyFeature(type=FeatureType.ACTION, shape=(ACTION_DIM,))})
 
 
-def batch(size: int, b: int, chunk: int, vocab: int) -> dict[str, torch.Tensor]:
+def batch(size: int, b: int, chunk: int, vocab: int, cameras: Sequence[str] = (CAM,),
+          device: str = "cpu") -> dict[str, torch.Tensor]:  # fmt: skip
     g = torch.Generator().manual_seed(0)
-    return {
-        CAM: torch.rand(b, 3, size, size, generator=g),
+    data = {
+        **{cam: torch.rand(b, 3, size, size, generator=g) for cam in cameras},
         "observation.state": torch.randn(b, STATE_DIM, generator=g),
         "observation.language.tokens": torch.randint(3, vocab, (b, TOKENS), generator=g),
         "observation.language.attention_mask": torch.ones(b, TOKENS, dtype=torch.bool),
         "action": torch.randn(b, chunk, ACTION_DIM, generator=g),
         "action_is_pad": torch.zeros(b, chunk, dtype=torch.bool),
     }
+    return {key: value.to(device) for key, value in data.items()}
 
 
 def interleaved_medians(fns: dict[str, Callable[[], Any]], repeats: int) -> dict[str, float]:
@@ -91,13 +94,16 @@ def flops(fn: Callable[[], Any]) -> float:
     return float(counter.get_total_flops())
 
 
-def train_step_fn(policy: Any, data: dict[str, torch.Tensor]) -> Callable[[], None]:
+def train_step_fn(policy: Any, data: dict[str, torch.Tensor],
+                  autocast: Callable[[], AbstractContextManager[Any]] = nullcontext) -> Callable[[], None]:
+    """One AdamW training step of `policy` on `data`, its forward under `autocast()` (default: none)."""
     params = [p for p in policy.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=1e-5)
     policy.train()
 
     def step() -> None:
-        loss, _ = policy.forward(data)
+        with autocast():
+            loss, _ = policy.forward(data)
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)

@@ -35,13 +35,15 @@ def save_local_vlm(cfg: VLAModelConfig, path: Path) -> Path:
     return path
 
 
-def make_smolvla(cfg: VLAModelConfig, vlm_dir: Path, features: dict[str, Any], outputs: dict[str, Any]) -> Any:
+def make_smolvla(cfg: VLAModelConfig, vlm_dir: Path, features: dict[str, Any], outputs: dict[str, Any],
+                 device: str = "cpu", **overrides: Any) -> Any:
+    """SmolVLA of `cfg`'s shape, on `device`; `overrides` are further SmolVLAConfig fields (e.g. compile_model)."""
     from lerobot.policies.smolvla.configuration_smolvla import SmolVLAConfig
     from lerobot.policies.smolvla.modeling_smolvla import SmolVLAPolicy
 
     size = cfg.vision.image_size
     config = SmolVLAConfig(vlm_model_name=str(vlm_dir), load_vlm_weights=False, num_vlm_layers=cfg.num_vlm_layers,
                            chunk_size=cfg.chunk_size, n_action_steps=cfg.chunk_size, num_steps=cfg.num_steps,
-                           resize_imgs_with_padding=(size, size), device="cpu", push_to_hub=False)
+                           resize_imgs_with_padding=(size, size), device=device, push_to_hub=False, **overrides)
     config.input_features, config.output_features = dict(features), dict(outputs)
-    return SmolVLAPolicy(config)
+    return SmolVLAPolicy(config).to(device)

@@ -51,6 +51,19 @@ def _norm_eps(norm: Any) -> float:
     return float(eps)
 
 
+def dense_weight(lin: nn.Module) -> torch.Tensor:
+    """A linear layer's effective (out, in) weight. A PEFT LoRA layer whose adapters are not merged computes
+    base(x) + B(A(x)) * scale; its `.weight` is the base weight alone, so the adapters' deltas are added here."""
+    base = getattr(lin, "base_layer", None)
+    if base is None or getattr(lin, "merged", True):
+        return lin.weight  # type: ignore[return-value]
+    weight = base.weight
+    for name in lin.active_adapters:  # type: ignore[union-attr]
+        if name in getattr(lin, "lora_A", {}):
+            weight = weight + lin.get_delta_weight(name)  # type: ignore[operator]
+    return weight
+
+
 def _cat_bias(*linears: nn.Linear) -> torch.Tensor | None:
     if all(lin.bias is None for lin in linears):
         return None
@@ -69,16 +82,16 @@ def fuse_layer(layer: Any, q_only: bool, dtype: torch.dtype, int8: bool = False)
     if mlp.gate_proj.bias is not None or mlp.up_proj.bias is not None or mlp.down_proj.bias is not None:
         raise ValueError("MLP projections with biases are not supported by the fused path")
     projections = [attn.q_proj] if q_only else [attn.q_proj, attn.k_proj, attn.v_proj]
-    w_in = torch.cat([p.weight for p in projections]) * norm_in.weight
-    w_gate_up = torch.cat([mlp.gate_proj.weight, mlp.up_proj.weight]) * norm_post.weight
+    w_in = torch.cat([dense_weight(p) for p in projections]) * norm_in.weight
+    w_gate_up = torch.cat([dense_weight(mlp.gate_proj), dense_weight(mlp.up_proj)]) * norm_post.weight
     b_in, b_o = _cat_bias(*projections), attn.o_proj.bias
 
     def prep(w: torch.Tensor) -> Weight:
         return quantize_weight(w.t()) if int8 else w.t().to(dtype).contiguous()
 
     return FusedLayer(w_in=prep(w_in), b_in=None if b_in is None else b_in.to(dtype),
-                      w_o=prep(attn.o_proj.weight), b_o=None if b_o is None else b_o.detach().to(dtype),
-                      w_gate_up=prep(w_gate_up), w_down=prep(mlp.down_proj.weight), eps=_norm_eps(norm_in))
+                      w_o=prep(dense_weight(attn.o_proj)), b_o=None if b_o is None else b_o.detach().to(dtype),
+                      w_gate_up=prep(w_gate_up), w_down=prep(dense_weight(mlp.down_proj)), eps=_norm_eps(norm_in))
 
 
 def weights_key(modules: list[nn.Module], dtype: torch.dtype) -> tuple[Any, ...]:
@@ -190,17 +203,18 @@ def fuse_vision_layer(layer: Any, dtype: torch.dtype, int8: bool = False) -> Fus
     attn, mlp, ln1, ln2 = layer.self_attn, layer.mlp, layer.layer_norm1, layer.layer_norm2
     if ln1.eps != ln2.eps:
         raise ValueError("the two LayerNorms of a vision layer have different epsilons")
-    w_qkv = torch.cat([attn.q_proj.weight, attn.k_proj.weight, attn.v_proj.weight])
+    w_qkv = torch.cat([dense_weight(attn.q_proj), dense_weight(attn.k_proj), dense_weight(attn.v_proj)])
     b_qkv = torch.cat([attn.q_proj.bias, attn.k_proj.bias, attn.v_proj.bias])
+    fc1 = dense_weight(mlp.fc1)
 
     def prep(w: torch.Tensor) -> Weight:
         return quantize_weight(w.t()) if int8 else w.t().to(dtype).contiguous()
 
     return FusedVisionLayer(
         w_qkv=prep(w_qkv * ln1.weight), b_qkv=(b_qkv + w_qkv @ ln1.bias).to(dtype),
-        w_o=prep(attn.out_proj.weight), b_o=attn.out_proj.bias.to(dtype),
-        w_fc1=prep(mlp.fc1.weight * ln2.weight), b_fc1=(mlp.fc1.bias + mlp.fc1.weight @ ln2.bias).to(dtype),
-        w_fc2=prep(mlp.fc2.weight), b_fc2=mlp.fc2.bias.to(dtype), eps=float(ln1.eps),
+        w_o=prep(dense_weight(attn.out_proj)), b_o=attn.out_proj.bias.to(dtype),
+        w_fc1=prep(fc1 * ln2.weight), b_fc1=(mlp.fc1.bias + fc1 @ ln2.bias).to(dtype),
+        w_fc2=prep(dense_weight(mlp.fc2)), b_fc2=mlp.fc2.bias.to(dtype), eps=float(ln1.eps),
     )
 
 

@@ -126,7 +126,7 @@ class VLAPolicy(PreTrainedPolicy):
 
         import lerobot_policy_vla  # noqa: F401  (registers the policy type and processor steps)
 
-        policy = cls.from_pretrained(str(path))
+        policy = cls.from_adapter(path) if (Path(path) / "adapter_config.json").is_file() else cls.from_pretrained(path)
         policy.config.device = device
         policy.to(device).eval()
         policy.set_inference(dtype, compile)
@@ -134,6 +134,22 @@ class VLAPolicy(PreTrainedPolicy):
         pre, post = make_pre_post_processors(policy.config, pretrained_path=str(path),
                                              preprocessor_overrides=overrides)  # fmt: skip
         return policy, pre, post
+
+    @classmethod
+    def from_adapter(cls, path: str | Path) -> VLAPolicy:
+        """A checkpoint of LoRA / PEFT fine-tuning (`--peft.*`: adapter weights, plus the path of the policy they
+        adapt) as a plain policy with the adapters merged into its weights: no adapter overhead per call, and the
+        fused inference path sees the adapted weights."""
+        from peft import PeftConfig, PeftModel
+
+        base_path = PeftConfig.from_pretrained(str(path)).base_model_name_or_path
+        if not base_path or not Path(base_path).is_dir():
+            raise FileNotFoundError(f"{path} holds LoRA adapters for the policy at {base_path!r}, which is not a "
+                                    "directory here; copy the base checkpoint there or edit adapter_config.json")
+        merged = PeftModel.from_pretrained(cls.from_pretrained(base_path), str(path)).merge_and_unload()
+        assert isinstance(merged, VLAPolicy)
+        merged.config.use_peft = False
+        return merged
 
     def set_inference(self, dtype: str | None = None, compile: bool = False) -> None:
         """Switch a built policy's inference precision (`float32`, `bfloat16`, `int8`) or turn `compile` on."""
@@ -152,6 +168,16 @@ class VLAPolicy(PreTrainedPolicy):
 
     def get_optim_params(self) -> list[torch.nn.Parameter]:  # type: ignore[override]
         return [p for p in self.parameters() if p.requires_grad]
+
+    def _get_default_peft_targets(self) -> dict[str, Any]:
+        """What `--peft.*` adapts by default: LoRA on the action expert's attention and MLP projections; the small
+        projections in and out of the expert train whole (PEFT's `modules_to_save`). The VLM stays frozen, so its
+        fused, cached prefix path is unchanged. `--peft.target_modules` / `--peft.full_training_modules` override."""
+        return {
+            "target_modules": r".*expert\.layers\.\d+\.(self_attn\.[qkvo]_proj|mlp\.(gate|up|down)_proj)",
+            "modules_to_save": ["state_proj", "action_in_proj", "action_time_mlp_in", "action_time_mlp_out",
+                                "action_out_proj"],
+        }
 
     def forward(self, batch: dict[str, Tensor], reduction: str = "mean") -> tuple[Tensor, dict[str, Any]]:
         """Flow-matching loss; `reduction="none"` gives one loss per sample (B,)."""
