@@ -83,3 +83,41 @@ def test_lerobot_record_with_our_leader_and_follower(virtual_arm, tmp_path: Path
     states = np.stack([ds[i]["observation.state"].numpy() for i in range(ds.meta.total_frames)])
     assert np.ptp(actions[:, 0]) > 1.0  # the scripted hand moved the leader while recording
     assert np.isfinite(states).all() and np.abs(states[-1, :5] - actions[-1, :5]).max() < 30.0
+
+
+def test_dagger_handover_drives_our_leader_to_the_follower(virtual_arm, tmp_path: Path) -> None:
+    """LeRobot 0.6.1's DAgger (lerobot-rollout --strategy.type=dagger) pauses the policy, drives an actuated leader
+    to the follower's last action with `teleop_smooth_move_to`, then releases it for the person: our leader
+    qualifies as actuated and ends where the follower is, so the take-over starts without a jump."""
+    from lerobot.common.control_utils import teleop_smooth_move_to, teleop_supports_feedback
+    from lerobot.robots import make_robot_from_config
+    from lerobot.teleoperators import make_teleoperator_from_config
+
+    import lerobot_policy_vla  # noqa: F401  (registers the types, as LeRobot's commands do)
+    from vla.hardware.lerobot.config import VLASO101FollowerConfig, VLASO101LeaderConfig
+
+    follower_arm, leader_arm, _ = arm_pair(virtual_arm, tmp_path)
+    robot = make_robot_from_config(VLASO101FollowerConfig(port=follower_arm.port, id="virtual",
+                                                          calibration_dir=tmp_path / "robot"))  # fmt: skip
+    teleop = make_teleoperator_from_config(VLASO101LeaderConfig(port=leader_arm.port, id="virtual",
+                                                                calibration_dir=tmp_path / "teleop"))  # fmt: skip
+    robot.connect()
+    teleop.connect()
+    try:
+        assert teleop_supports_feedback(teleop)
+        target = {k: v + (15.0 if k == "elbow_flex.pos" else 0.0) for k, v in robot.get_observation().items()
+                  if k.endswith(".pos")}  # fmt: skip
+        last_action = robot.send_action(target)  # the policy's last action before the pause
+        time.sleep(1.0)
+        leader_arm.twin.hand.freeze()  # the person lets go of the leader
+        teleop_smooth_move_to(teleop, last_action, duration_s=1.0)
+        time.sleep(0.5)
+        lead, follow = teleop.get_action(), robot.get_observation()
+        for key in ("shoulder_pan.pos", "elbow_flex.pos", "wrist_flex.pos", "wrist_roll.pos"):
+            assert abs(lead[key] - follow[key]) < 4.0, (key, lead[key], follow[key])
+        assert all(servo.torque for servo in leader_arm.servos.values())  # held there until the take-over
+        teleop.disable_torque()  # CORRECTING: the person moves it again
+        assert not any(servo.torque for servo in leader_arm.servos.values())
+    finally:
+        teleop.disconnect()
+        robot.disconnect()

@@ -230,10 +230,32 @@ class Follower(Arm):
 
 
 class Leader(Arm):
-    """Torque off: a person moves it and `get_action()` reads where to."""
+    """Torque off: a person moves it and `get_action()` reads where to.
+
+    It can also be driven (an actuated leader, as LeRobot's DAgger hand-over uses it): `enable_torque()` holds it
+    where it is, `send_feedback(positions)` moves it (goals clamped to its calibrated range), `disable_torque()`
+    hands it back to the person. So when a person takes over from the policy, the leader already stands where the
+    follower is and nothing jumps."""
 
     def get_action(self) -> dict[str, float]:
         return self.positions()
+
+    def enable_torque(self) -> None:
+        """Hold the present pose (goals first, so switching torque on moves nothing)."""
+        self.bus.sync_write("Goal_Position", {k.removesuffix(".pos"): v for k, v in self.positions().items()})
+        self.bus.set_torque(True)
+
+    def disable_torque(self) -> None:
+        self.bus.set_torque(False)
+
+    def send_feedback(self, positions: dict[str, float]) -> dict[str, float]:
+        """Drive the joints named `"<joint>.pos"` to `positions` (the arm's units), clamped to the calibrated
+        range; returns the goals written. Needs `enable_torque()` first to move anything."""
+        limits = self.limits()
+        goals = {k: min(max(float(v), limits[k][0]), limits[k][1]) for k, v in positions.items() if k in limits}
+        if goals:
+            self.bus.sync_write("Goal_Position", {k.removesuffix(".pos"): v for k, v in goals.items()})
+        return goals
 
     def __enter__(self) -> Leader:
         self.connect()

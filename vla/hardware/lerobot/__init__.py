@@ -131,7 +131,9 @@ class _VLALeader(_ArmDevice, Teleoperator):
 
     @cached_property
     def feedback_features(self) -> dict[str, type]:
-        return {}
+        """Non-empty, with enable_torque/disable_torque below: LeRobot treats the leader as actuated, so its DAgger
+        hand-over drives the leader to the follower's pose before a person takes over."""
+        return {k: float for k in self.arm.spec.feature_names}
 
     @property
     def is_connected(self) -> bool:
@@ -144,7 +146,13 @@ class _VLALeader(_ArmDevice, Teleoperator):
         return self.arm.get_action()
 
     def send_feedback(self, feedback: dict[str, Any]) -> None:
-        pass  # no force feedback on these leaders
+        self.arm.send_feedback({k: float(v) for k, v in feedback.items() if k.endswith(".pos")})
+
+    def enable_torque(self) -> None:
+        self.arm.enable_torque()
+
+    def disable_torque(self) -> None:
+        self.arm.disable_torque()
 
     def disconnect(self) -> None:
         self.arm.disconnect()
