@@ -11,8 +11,8 @@ How: LeRobot 0.6.1's training script (`lerobot.scripts.lerobot_train`) builds it
 name `make_train_eval_datasets(cfg) -> (train, eval | None)`. In this process only, `run()` rebinds that name to
 `datasets_with_cache`, which builds the same training dataset through `open_dataset` and leaves everything it
 does not cover (streaming, held-out splits, several datasets, `$VLA_FRAME_CACHE=off`) to LeRobot's function. This
-is the only place the stack replaces a LeRobot name; `tests/datasets/test_vla_train.py` fails as soon as that name or its
-signature changes in LeRobot.
+is the only place the stack replaces a LeRobot name; `tests/datasets/test_vla_train.py` fails as soon as that name
+or its signature changes in LeRobot.
 """
 
 from __future__ import annotations
