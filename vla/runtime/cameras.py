@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from vla.hardware.pattern import test_pattern
 from vla.shm import SharedArrays
 
 SPEC = re.compile(r"^(?P<name>[A-Za-z0-9_.-]+)=(?P<source>[^:@]+)(?::(?P<w>\d+)x(?P<h>\d+))?(?:@(?P<fps>\d+))?$")
@@ -56,8 +57,6 @@ class PatternCamera:
 
     def __init__(self, spec: CameraSpec):
         self.spec, self._frame, self._next = spec, 0, 0.0
-        y, x = np.mgrid[0 : spec.height, 0 : spec.width]
-        self._base = (x + y).astype(np.int64)
 
     def connect(self) -> None:
         self._next = time.monotonic()
@@ -66,8 +65,7 @@ class PatternCamera:
         self._next += 1.0 / self.spec.fps
         time.sleep(max(0.0, self._next - time.monotonic()))
         self._frame += 1
-        value = ((self._base + self._frame) % 256).astype(np.uint8)
-        return np.stack([value, value[:, ::-1], np.full_like(value, self._frame % 256)], axis=-1)
+        return test_pattern(self.spec.height, self.spec.width, self._frame)
 
     def disconnect(self) -> None:
         pass

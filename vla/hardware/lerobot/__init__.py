@@ -17,7 +17,7 @@ from __future__ import annotations
 from functools import cached_property
 from typing import Any
 
-from lerobot.cameras import make_cameras_from_configs
+from lerobot.cameras import Camera, make_cameras_from_configs
 from lerobot.robots import Robot
 from lerobot.teleoperators import Teleoperator
 
@@ -27,9 +27,11 @@ from vla.hardware.lerobot.config import (
     VLAKochLeaderConfig,
     VLASO101FollowerConfig,
     VLASO101LeaderConfig,
+    VLATestPatternCameraConfig,
     _FollowerConfig,
     _LeaderConfig,
 )
+from vla.hardware.pattern import test_pattern
 from vla.hardware.robots import Arm, Follower, Leader
 from vla.hardware.safety import SafetyConfig
 
@@ -168,3 +170,36 @@ class VLAKochLeader(_VLALeader):
     config_class = VLAKochLeaderConfig
     name = "koch_leader"
     robot = "koch"
+
+
+class VLATestPatternCamera(Camera):
+    """`--robot.cameras="{front: {type: vla_test_pattern, width: 96, height: 96}}"`: the moving test pattern at the
+    configured size, one new frame per read, never waiting."""
+
+    def __init__(self, config: VLATestPatternCameraConfig):
+        super().__init__(config)
+        self.config, self._index, self._connected = config, 0, False
+
+    @property
+    def is_connected(self) -> bool:
+        return self._connected
+
+    @staticmethod
+    def find_cameras() -> list[dict[str, Any]]:
+        return []
+
+    def connect(self, warmup: bool = True) -> None:
+        self._connected = True
+
+    def read(self) -> Any:
+        self._index += 1
+        return test_pattern(int(self.config.height or 480), int(self.config.width or 640), self._index)
+
+    def async_read(self, timeout_ms: float = 200) -> Any:
+        return self.read()
+
+    def read_latest(self, max_age_ms: int = 500) -> Any:
+        return self.read()
+
+    def disconnect(self) -> None:
+        self._connected = False

@@ -1,5 +1,6 @@
 """LeRobot config types of our arms: `vla_so101_follower`, `vla_koch_follower`, `vla_so101_leader`,
-`vla_koch_leader` (LeRobot finds each device class beside its config's package by name: `<Name>Config` -> `<Name>`)."""
+`vla_koch_leader`, and the `vla_test_pattern` camera (LeRobot finds each device class beside its config's package by
+name: `<Name>Config` -> `<Name>`)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,16 @@ from dataclasses import dataclass, field
 from lerobot.cameras import CameraConfig
 from lerobot.robots import RobotConfig
 from lerobot.teleoperators import TeleoperatorConfig
+
+
+@CameraConfig.register_subclass("vla_test_pattern")
+@dataclass(kw_only=True)
+class VLATestPatternCameraConfig(CameraConfig):
+    """A camera without hardware (`vla.hardware.pattern`), for dry runs of LeRobot's commands on virtual arms."""
+
+    fps: int | None = 30
+    width: int | None = 640
+    height: int | None = 480
 
 
 @dataclass(kw_only=True)
