@@ -9,11 +9,8 @@ from __future__ import annotations
 import numpy as np
 
 
-def test_pattern(height: int, width: int, index: int) -> np.ndarray:
+def pattern_frame(height: int, width: int, index: int) -> np.ndarray:
     """Frame `index` of the pattern at height x width."""
     y, x = np.mgrid[0:height, 0:width]
     value = ((x + y + index) % 256).astype(np.uint8)
     return np.stack([value, value[:, ::-1], np.full_like(value, index % 256)], axis=-1)
-
-
-test_pattern.__test__ = False  # type: ignore[attr-defined]  (not a pytest test, despite its name)

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from vla.hardware.pattern import test_pattern
+from vla.hardware.pattern import pattern_frame
 from vla.shm import SharedArrays
 
 SPEC = re.compile(r"^(?P<name>[A-Za-z0-9_.-]+)=(?P<source>[^:@]+)(?::(?P<w>\d+)x(?P<h>\d+))?(?:@(?P<fps>\d+))?$")
@@ -65,7 +65,7 @@ class PatternCamera:
         self._next += 1.0 / self.spec.fps
         time.sleep(max(0.0, self._next - time.monotonic()))
         self._frame += 1
-        return test_pattern(self.spec.height, self.spec.width, self._frame)
+        return pattern_frame(self.spec.height, self.spec.width, self._frame)
 
     def disconnect(self) -> None:
         pass

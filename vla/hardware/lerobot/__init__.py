@@ -31,7 +31,7 @@ from vla.hardware.lerobot.config import (
     _FollowerConfig,
     _LeaderConfig,
 )
-from vla.hardware.pattern import test_pattern
+from vla.hardware.pattern import pattern_frame
 from vla.hardware.robots import Arm, Follower, Leader
 from vla.hardware.safety import SafetyConfig
 
@@ -193,7 +193,7 @@ class VLATestPatternCamera(Camera):
 
     def read(self) -> Any:
         self._index += 1
-        return test_pattern(int(self.config.height or 480), int(self.config.width or 640), self._index)
+        return pattern_frame(int(self.config.height or 480), int(self.config.width or 640), self._index)
 
     def async_read(self, timeout_ms: float = 200) -> Any:
         return self.read()
