@@ -16,22 +16,9 @@ BIN = Path(sys.executable).parent
 
 
 @pytest.mark.slow
-def test_lerobot_rollout_with_rtc_drives_the_virtual_arm(virtual_arm, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    from vla.envs.collect import record
-
-    data = tmp_path / "data"
-    record("so101/reach", 2, data, image_size=(32, 32), progress=False)
+def test_lerobot_rollout_with_rtc_drives_the_virtual_arm(virtual_arm, so101_checkpoint: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    ckpt = so101_checkpoint
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-    train = [
-        str(BIN / "vla"), "train", "--policy.type=vla", "--policy.preset=tiny", "--policy.chunk_size=10",
-        "--policy.n_action_steps=10", "--policy.num_steps=2", "--policy.push_to_hub=false", "--policy.device=cpu",
-        "--dataset.repo_id=local/so101_reach", f"--dataset.root={data}", f"--output_dir={tmp_path / 'train'}",
-        "--steps=2", "--save_freq=2", "--batch_size=4", "--num_workers=0", "--wandb.enable=false", "--env_eval_freq=0",
-    ]  # fmt: skip
-    proc = subprocess.run(train, env=env, capture_output=True, text=True, timeout=600, cwd=tmp_path)
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    ckpt = tmp_path / "train" / "checkpoints" / "last" / "pretrained_model"
-
     follower = virtual_arm("so101")
     (tmp_path / "robot").mkdir()
     shutil.copy(follower.calibration_path, tmp_path / "robot" / "virtual.json")

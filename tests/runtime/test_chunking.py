@@ -97,6 +97,24 @@ def test_delay_estimate_ignores_a_single_hiccup() -> None:
     assert est.delay == 6
 
 
+def test_a_request_never_claims_more_committed_actions_than_its_prefix() -> None:
+    """After a slow first chunk (111 ticks for a 10-action chunk) the expected delay outlasts the plan: the request
+    says every action it still has is committed, and no more (a policy server rejects delay > len(prefix))."""
+    rtc = make_strategy("rtc", chunk_size=10, execute=5)
+    first = rtc.request(0)
+    assert first is not None and first.delay == 0
+    rtc.receive(np.zeros((10, 6), np.float32), tick_obs=0, now=111)
+    for tick in range(111, 121):
+        rtc.action(tick)
+        request = rtc.request(tick)
+        if request is not None:
+            n = 0 if request.prefix is None else len(request.prefix)
+            assert 0 <= request.delay <= n, (request.delay, n)
+            break
+    else:
+        raise AssertionError("no request after the first chunk")
+
+
 def test_unknown_strategy_is_named() -> None:
     with pytest.raises(ValueError, match="choose one of sync, async, rtc, ensemble"):
         make_strategy("magic", 10)

@@ -47,3 +47,47 @@ def test_vla_deploy_virtual_teleop_then_policy_recorded(tmp_path: Path) -> None:
     item = ds[100]
     assert item["observation.images.front"].shape == (3, 96, 96) and item["action"].shape == (6,)
     assert item["task"] in Reach.phrasings  # the twin's scene chose the instruction
+
+
+@pytest.mark.slow
+def test_vla_deploy_with_a_trained_checkpoint_and_640x480_cameras(virtual_arm, so101_checkpoint: Path,
+                                                                   tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """Real cameras are 640x480; the checkpoint was trained on 32x32 frames. Locally and through `vla serve`, the
+    deployment resizes the frames to the checkpoint's sizes before they reach the policy, says so once, and runs."""
+    from runtime_helpers import spawn_server
+
+    follower = virtual_arm("so101")
+    vla = str(Path(sys.executable).with_name("vla"))
+    base = [vla, "deploy", "--robot", "so101", "--port", follower.port, "--calibration",
+            str(follower.calibration_path), "--camera", "front=test-pattern:640x480", "--camera",
+            "wrist=test-pattern:640x480", "--start", "policy", "--duration", "8", "--no-realtime",
+            "--task", "touch the red dot"]  # fmt: skip
+    server, url = spawn_server("--policy", str(so101_checkpoint), "--port", "0", log=tmp_path / "server.log",
+                               timeout=120)  # fmt: skip
+    try:
+        for where in (["--policy", str(so101_checkpoint)], ["--server", url]):
+            proc = subprocess.run([*base, *where], capture_output=True, text=True, timeout=300,
+                                  stdin=subprocess.DEVNULL)  # fmt: skip
+            text = proc.stdout + proc.stderr
+            assert proc.returncode == 0, (where, text[-3000:])
+            assert "camera front: 640x480 frames resized to the policy's 32x32" in text, text[-3000:]
+            assert "inference failed" not in text, text[-3000:]
+            chunks = int(text.split("; chunks ")[1].split()[0])
+            assert chunks >= 3, text[-3000:]  # the first chunk loads lazily; then one every few ticks
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+@pytest.mark.slow
+def test_vla_deploy_refuses_cameras_the_policy_does_not_know(virtual_arm, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """A policy that does not match the robot's cameras is refused at start, with the names."""
+    follower = virtual_arm("so101")
+    vla = str(Path(sys.executable).with_name("vla"))
+    cmd = [vla, "deploy", "--robot", "so101", "--port", follower.port, "--calibration", str(follower.calibration_path),
+           "--camera", "top=test-pattern:64x48", "--policy", "scripted", "--duration", "2", "--no-realtime"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL)
+    text = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert "missing ['front', 'wrist'], unknown ['top']" in text, text[-2000:]
+

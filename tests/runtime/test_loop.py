@@ -18,10 +18,10 @@ from vla.runtime.worker import InferenceWorker, PolicySource
 STEP = 4.0  # the follower's per-tick step limit in these tests (degrees, gripper units)
 
 
-def scripted(names: tuple[str, ...], latency: float, chunk: int = 30) -> PolicySource:
+def scripted(names: tuple[str, ...], latency: float, chunk: int = 30, error: str = "") -> PolicySource:
     spec = {"chunk_size": chunk, "action_names": list(names), "state_names": list(names),
             "cameras": {"front": [96, 96], "wrist": [96, 96]}, "fps": 30.0, "supports_prefix": True}  # fmt: skip
-    return PolicySource("scripted", latency=latency, spec=spec)
+    return PolicySource("scripted", latency=latency, spec=spec, error=error)
 
 
 @pytest.fixture
@@ -37,9 +37,10 @@ def rig(virtual_arm):
     follower.disconnect()
 
 
-def start_worker(io: FollowerIO, latency: float = 0.05) -> InferenceWorker:
-    worker = InferenceWorker(scripted(io.names, latency), state_dim=len(io.names), cameras={"front": (96, 96),
-                             "wrist": (96, 96)}, task="move the gripper to the red marker")  # fmt: skip
+def start_worker(io: FollowerIO, latency: float = 0.05, error: str = "") -> InferenceWorker:
+    worker = InferenceWorker(scripted(io.names, latency, error=error), state_dim=len(io.names),
+                             cameras={"front": (96, 96), "wrist": (96, 96)},
+                             task="move the gripper to the red marker")  # fmt: skip
     worker.start(timeout=60)
     return worker
 
@@ -157,3 +158,29 @@ def test_killing_the_policy_server_triggers_the_watchdog(rig, tmp_path) -> None:
     assert any("inference failed" in e for _, e in log.events)
     assert np.abs(np.diff(data["lateness"])).max() < 0.05  # the dead server never stalled a tick
     assert not any(s.torque for s in arm.servos.values())
+
+
+def test_a_failing_policy_is_logged_once_counted_and_reported(rig) -> None:
+    _arm, _follower, io = rig
+    worker = start_worker(io, latency=0.02, error="CUDA out of memory (simulated) " + "x" * 300)
+    loop = ControlLoop(io, worker, LoopConfig(fps=30, strategy="sync", safe_after_s=30.0, realtime=False))
+    try:
+        log = loop.run(duration_s=2.0)
+    finally:
+        worker.stop()
+    failures = [e for _, e in log.events if e.startswith("inference failed")]
+    assert len(failures) == 1 and failures[0].endswith("x" * 300)  # the first error whole, once
+    assert sum(log.inference_errors.values()) > 10  # the repeats are counted, not logged
+    reason = log.policy_failure()
+    assert reason is not None and "0 chunk(s)" in reason and "CUDA out of memory" in reason
+
+
+def test_a_working_policy_is_not_reported_as_failed(rig) -> None:
+    _arm, _follower, io = rig
+    worker = start_worker(io)
+    try:
+        log = ControlLoop(io, worker, LoopConfig(fps=30, strategy="sync", realtime=False)).run(duration_s=1.5)
+    finally:
+        worker.stop()
+    assert log.chunk_latency_s and log.policy_failure() is None
+

@@ -72,7 +72,10 @@ class Strategy:
         if self.pending is not None or not self._due(tick):
             return None
         self.pending = tick
-        return Request(tick, self._prefix(tick), self.delays.delay)
+        prefix = self._prefix(tick)
+        # the delay counts committed actions of the prefix: never more than it holds (a slow first chunk can make
+        # the expected delay longer than what is left of the plan)
+        return Request(tick, prefix, min(self.delays.delay, 0 if prefix is None else len(prefix)))
 
     def receive(self, chunk: np.ndarray, tick_obs: int, now: int) -> None:
         """Take a chunk computed from the observation of `tick_obs` (which can be later than the request's tick:

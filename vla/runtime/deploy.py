@@ -195,9 +195,16 @@ def deploy(args: argparse.Namespace) -> None:
             print("loading the policy in the inference worker ...", flush=True)
             spec = worker.start()
             stack.callback(worker.stop)
-            missing = sorted(set(spec.cameras) - set(cameras))
-            if missing:
-                raise SystemExit(f"the policy needs camera(s) {missing}; this robot provides {sorted(cameras)}")
+            missing, unknown = sorted(set(spec.cameras) - set(cameras)), sorted(set(cameras) - set(spec.cameras))
+            if missing or unknown:
+                raise SystemExit(f"the policy was trained with camera(s) {sorted(spec.cameras)}; this robot provides "
+                                 f"{sorted(cameras)} (missing {missing}, unknown {unknown}): name each --camera as "
+                                 "in the policy's dataset (observation.images.NAME)")
+            for name, (h, w) in sorted(cameras.items()):
+                th, tw = spec.cameras[name]
+                if (h, w) != (th, tw):
+                    print(f"camera {name}: {w}x{h} frames resized to the policy's {tw}x{th} (as `vla data cache "
+                          "--size` resizes training frames)", flush=True)
         config = LoopConfig(fps=args.fps, strategy=args.strategy, execute=args.execute, safe_after_s=args.safe_after,
                             safe_state=args.safe_state, realtime=not args.no_realtime)  # fmt: skip
 
@@ -234,10 +241,16 @@ def deploy(args: argparse.Namespace) -> None:
                   f"max {late.max():.2f} ms; overruns {log.overruns}; chunks {len(log.chunk_latency_s)}")  # fmt: skip
         for _, event in log.events[-10:]:
             print(f"  {event}")
+        for message, count in log.inference_errors.items():
+            if count > 1:
+                print(f"  inference failed {count} times: {message[:200]}")
         if args.plot and log.t:
             from vla.runtime.review import plot_run
 
             print(f"plot: {plot_run(log, args.plot)}")
+        failure = log.policy_failure() if worker is not None else None
+        if failure:
+            raise SystemExit(f"error: {failure}")
 
 
 def _keys(loop, recorder) -> None:

@@ -76,6 +76,17 @@ class RunLog:
     realtime: str = ""
     stop_reason: str = ""
     overruns: int = 0  # ticks skipped because one ran over a whole period
+    inference_errors: dict[str, int] = field(default_factory=dict)  # message -> how many times (logged once)
+
+    def policy_failure(self) -> str | None:
+        """Why a run that had a policy ended without one worth the name: no chunk at all, or more failed requests
+        than chunks; None when the policy ran."""
+        failed, chunks = sum(self.inference_errors.values()), len(self.chunk_latency_s)
+        if chunks and failed <= chunks:
+            return None
+        first = next(iter(self.inference_errors), "")
+        why = f"; first error: {first}" if first else " (no error came back: the policy never answered)"
+        return f"the policy produced {chunks} chunk(s) and {failed} failed request(s){why}"
 
     def arrays(self) -> dict[str, np.ndarray]:
         return {"t": np.array(self.t), "lateness": np.array(self.lateness), "source": np.array(self.source),
@@ -150,7 +161,10 @@ class ControlLoop:
                         switch = True
                     else:
                         self.strategy.fail()
-                        self.log.events.append((now, f"inference failed: {event.message}"))
+                        seen = self.log.inference_errors.get(event.message, 0)
+                        self.log.inference_errors[event.message] = seen + 1
+                        if not seen:  # each distinct error once, whole; repeats are counted
+                            self.log.events.append((now, f"inference failed: {event.message}"))
 
             # -- who drives --------------------------------------------------------------------------------
             mode = self._requested or self.mode

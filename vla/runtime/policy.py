@@ -56,10 +56,12 @@ class ScriptedPolicy:
     """Moves each joint along a slow sinusoid around the observed state; takes `latency` seconds per chunk.
 
     With a prefix it continues it exactly (so tests can check real-time chunking plumbing without a network).
+    With `error`, every request fails with that message instead (a policy that is broken, for dry runs and tests).
     """
 
-    def __init__(self, spec: PolicySpec, latency: float = 0.0, amplitude: float = 10.0, period: float = 4.0):
-        self.spec, self.latency, self.amplitude, self.period = spec, latency, amplitude, period
+    def __init__(self, spec: PolicySpec, latency: float = 0.0, amplitude: float = 10.0, period: float = 4.0,
+                 error: str = ""):  # fmt: skip
+        self.spec, self.latency, self.amplitude, self.period, self.error = spec, latency, amplitude, period, error
         self.t0 = time.monotonic()
         self.calls = 0
 
@@ -69,6 +71,8 @@ class ScriptedPolicy:
     def infer(self, obs: RequestObservation) -> np.ndarray:
         start = time.monotonic()
         self.calls += 1
+        if self.error:
+            raise RuntimeError(self.error)
         n, a = self.spec.chunk_size, len(self.spec.action_names)
         t = (start - self.t0) + np.arange(n) / self.spec.fps
         wave = self.amplitude * np.sin(2 * np.pi * t / self.period)[:, None] * np.ones(a)

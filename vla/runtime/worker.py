@@ -42,6 +42,7 @@ class PolicySource:
     task: str = ""  # checkpoint: the instruction a compiled policy warms up with
     token: str | None = None
     latency: float = 0.0  # scripted: seconds per chunk
+    error: str = ""  # scripted: fail every request with this message
     spec: dict[str, Any] = field(default_factory=dict)  # scripted: PolicySpec fields
 
     def build(self):
@@ -54,7 +55,7 @@ class PolicySource:
             spec["cameras"] = {k: tuple(v) for k, v in spec.get("cameras", {}).items()}
             for key in ("action_names", "state_names"):
                 spec[key] = tuple(spec[key])
-            return ScriptedPolicy(PolicySpec(**spec), latency=self.latency)
+            return ScriptedPolicy(PolicySpec(**spec), latency=self.latency, error=self.error)
         if self.kind == "preset":  # a random network of a model preset: real inference cost, for benchmarks
             from vla.runtime.checkpoint import PresetPolicy
 
@@ -101,6 +102,16 @@ def unpack(data: bytes) -> tuple[dict, dict[str, np.ndarray]]:
     return header, arrays
 
 
+def fit_frame(frame: np.ndarray, size: tuple[int, ...] | None) -> np.ndarray:
+    """A camera frame (H, W, 3) at the (height, width) the policy was trained on, resized the way `vla data cache
+    --size` resizes training frames (antialiased bilinear, no padding); unchanged when it already fits."""
+    if size is None or tuple(frame.shape[:2]) == tuple(size):
+        return frame
+    from vla.datasets.cache import resize_frames
+
+    return resize_frames(frame[None], (int(size[0]), int(size[1])))[0]
+
+
 def _serve(conn, source: PolicySource, layout: dict) -> None:
     """The worker process."""
     try:
@@ -111,6 +122,7 @@ def _serve(conn, source: PolicySource, layout: dict) -> None:
         conn.send_bytes(pack({"kind": "fatal", "message": f"{type(err).__name__}: {err}"}))
         return
     cameras = [k for k in observations.arrays if k != "state"]
+    sizes = {name: tuple(size) for name, size in policy.spec.cameras.items()}
     while True:
         try:
             header, arrays = unpack(conn.recv_bytes())
@@ -128,7 +140,8 @@ def _serve(conn, source: PolicySource, layout: dict) -> None:
             moved = tick - int(header["tick"])  # ticks that passed since the request's prefix was cut
             if prefix is not None and moved > 0:
                 prefix, delay = prefix[moved:], max(delay - moved, 0)
-            obs = RequestObservation(values["state"], {c: values[c] for c in cameras}, header["task"], prefix, delay)
+            images = {c: fit_frame(values[c], sizes.get(c)) for c in cameras}
+            obs = RequestObservation(values["state"], images, header["task"], prefix, delay)
             chunk = np.asarray(policy.infer(obs), np.float32)
             conn.send_bytes(pack({"kind": "chunk", "tick": tick, "compute_s": time.perf_counter() - start},
                                  {"chunk": chunk}))  # fmt: skip
