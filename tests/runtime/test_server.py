@@ -123,6 +123,9 @@ HOSTILE = {
     "buffer shorter than shape": (True, infer_frame(state=SHORT_STATE), ErrorCode.MALFORMED),
     "image shape not in spec": (True, infer_frame(images=BAD_IMAGE), ErrorCode.BAD_REQUEST),
     "nan in state": (True, infer_frame(state=NAN_STATE), ErrorCode.BAD_REQUEST),
+    "state beyond float32": (True, infer_frame(state=pack_array(np.full(6, 1e300))), ErrorCode.BAD_REQUEST),
+    "version true": (False, frame({"v": True, "kind": "hello", "token": None, "client": ""}), ErrorCode.VERSION),
+    "version 1.0": (False, frame({"v": 1.0, "kind": "hello", "token": None, "client": ""}), ErrorCode.VERSION),
     "second hello": (True, frame({"v": 1, "kind": "hello", "token": None, "client": ""}), ErrorCode.UNEXPECTED),
     "reply kind from a client": (True, frame({"v": 1, "kind": "reset_ok", "seq": 1}), ErrorCode.UNEXPECTED),
     "truncated then closed": (True, HEADER.pack(1000) + b"\x81" * 10, None),
@@ -232,3 +235,16 @@ def test_raw_socket_helper_sees_a_real_spec(server: PolicyServer) -> None:
     (length,) = HEADER.unpack(sock.recv(4, socket.MSG_WAITALL))
     reply = msgpack.unpackb(sock.recv(length, socket.MSG_WAITALL))
     assert reply["kind"] == "actions" and reply["seq"] == 5 and reply["actions"]["shape"] == [50, 6]
+
+
+def test_error_replies_and_logs_never_echo_a_large_request(server: PolicyServer, caplog: pytest.LogCaptureFixture
+                                                            ) -> None:  # fmt: skip
+    """A 4 MB request with a bad field gets a short error naming the field, and the log stays short too."""
+    sock = raw_connect(server, hello=True)
+    sock.sendall(infer_frame(delay=b"\x07" * 4_000_000))  # the delay must be an int: the message quotes it
+    with caplog.at_level("INFO", logger="vla.runtime.server"):
+        error = read_error(sock)
+        time.sleep(0.2)
+    assert error.code in (ErrorCode.MALFORMED, ErrorCode.BAD_REQUEST) and "delay" in error.message, error
+    assert len(error.message) < 600, len(error.message)
+    assert max(len(r.getMessage()) for r in caplog.records) < 1000

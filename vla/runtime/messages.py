@@ -63,10 +63,23 @@ class ErrorCode(StrEnum):
     BUSY = "busy"  # the server has its maximum number of clients
 
 
+MAX_ERROR_TEXT = 400  # characters of an error message: it goes back to the sender and into the log
+
+
+def bounded(text: str, limit: int = MAX_ERROR_TEXT) -> str:
+    """`text` cut to `limit` characters, saying how much was cut: error messages quote what a peer sent, and a
+    peer must not be able to make replies or logs as large as its requests."""
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text) - limit} more characters cut)"
+
+
 class ProtocolError(ValueError):
-    """Input that breaks the protocol. `code` is what the receiver reports back to the sender."""
+    """Input that breaks the protocol. `code` is what the receiver reports back to the sender. The message is
+    bounded (`bounded`), whatever the input it quotes."""
 
     code = ErrorCode.MALFORMED
+
+    def __init__(self, message: object = "") -> None:
+        super().__init__(bounded(str(message)))
 
 
 class MalformedMessage(ProtocolError):
@@ -160,6 +173,9 @@ class Error:
     message: str
     seq: int | None = None
 
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "message", bounded(str(self.message)))  # whoever built it, replies stay small
+
 
 Message = Hello | SpecMessage | InferRequest | InferReply | Reset | ResetDone | Error
 _KINDS: dict[type, str] = {Hello: "hello", SpecMessage: "spec", InferRequest: "infer", InferReply: "actions",
@@ -243,7 +259,7 @@ def decode(payload: bytes | bytearray | memoryview) -> Message:
     if kind == "error" and isinstance(body.get("code"), str) and isinstance(body.get("message"), str):
         seq = body.get("seq")  # error messages are readable across versions
         return Error(body["code"], body["message"], seq if isinstance(seq, int) and not isinstance(seq, bool) else None)
-    if version != PROTOCOL_VERSION:
+    if type(version) is not int or version != PROTOCOL_VERSION:  # not True, not 1.0: the integer itself
         raise UnsupportedVersion(
             f"protocol version {version!r} received, this end speaks version {PROTOCOL_VERSION}; "
             "install the same vla version on the robot computer and on the policy server"
@@ -389,6 +405,9 @@ def check_observation(obs: RequestObservation, spec: PolicySpec) -> None:
                                  f"; got {_describe(state)}")  # fmt: skip
     if not np.isfinite(state).all():
         raise InvalidObservation(f"state contains NaN or infinity at index {np.flatnonzero(~np.isfinite(state))}")
+    if (big := np.abs(state) > np.finfo(np.float32).max).any():  # float64 beyond float32: inf inside the policy
+        raise InvalidObservation(f"state at index {np.flatnonzero(big)} is beyond float32's range (the policy "
+                                 "computes in float32); send the arm's units (degrees, 0-100)")
     if missing := sorted(set(spec.cameras) - set(obs.images)):
         raise InvalidObservation(f"images: missing camera(s) {missing}; the policy needs {sorted(spec.cameras)}")
     if extra := sorted(set(obs.images) - set(spec.cameras)):
