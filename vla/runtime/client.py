@@ -37,6 +37,7 @@ import numpy as np
 
 from vla.runtime.messages import (
     DEFAULT_MAX_FRAME,
+    HEADER,
     Error,
     ErrorCode,
     FrameTimeout,
@@ -285,20 +286,31 @@ def parse_url(url: str) -> tuple[str, int]:
 
 def _refusal(error: Error) -> RemotePolicyError:
     """The exception for an error reply: a server that is full or timed us out may answer next time."""
-    if error.code in (ErrorCode.BUSY, ErrorCode.TIMEOUT):
+    if error.code in (ErrorCode.BUSY, ErrorCode.TIMEOUT, ErrorCode.SHUTDOWN):
         return PolicyUnavailable(f"policy server refused the request ({error.code}): {error.message}")
     return RequestRejected(error.code, error.message)
 
 
 def _dropped(sock: socket.socket) -> bool:
-    """True if the server has closed this connection (readable with nothing to read). A pending stale reply is
-    left where it is."""
+    """True if the server has closed this connection (readable with nothing to read) or said goodbye (a pending
+    `shutdown` error: it is stopping, and a server started in its place needs a new connection). A pending stale
+    reply is left where it is."""
     readable, _, _ = select.select([sock], [], [], 0)
     if not readable:
         return False
     try:
-        return sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
+        pending = sock.recv(4096, socket.MSG_PEEK | socket.MSG_DONTWAIT)
     except BlockingIOError:
         return False
     except OSError:
         return True
+    if not pending:
+        return True
+    (length,) = HEADER.unpack_from(pending) if len(pending) >= HEADER.size else (None,)
+    if length is None or len(pending) < HEADER.size + length:
+        return False  # not a whole small frame: a reply, not a goodbye
+    try:
+        message = decode(pending[HEADER.size : HEADER.size + length])
+    except ProtocolError:
+        return False
+    return isinstance(message, Error) and message.code == ErrorCode.SHUTDOWN

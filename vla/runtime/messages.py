@@ -61,6 +61,7 @@ class ErrorCode(StrEnum):
     TIMEOUT = "timeout"  # a frame (or the hello) did not arrive in time
     POLICY_FAILED = "policy_failed"  # the policy raised or returned a chunk that does not match its spec
     BUSY = "busy"  # the server has its maximum number of clients
+    SHUTDOWN = "shutdown"  # the server is stopping (a goodbye: reconnect later, or to another server)
 
 
 MAX_ERROR_TEXT = 400  # characters of an error message: it goes back to the sender and into the log

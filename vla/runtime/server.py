@@ -100,6 +100,7 @@ class PolicyServer:
         self._token_digest = None if token is None else _digest(token)
         self._policy_lock = threading.Lock()
         self._clients: dict[socket.socket, str] = {}
+        self._threads: set[threading.Thread] = set()  # client threads, joined by close()
         self._clients_lock = threading.Lock()
         self._stop = threading.Event()
         self._listener: socket.socket | None = None
@@ -152,18 +153,25 @@ class PolicyServer:
         finally:
             self.close()
 
-    def close(self) -> None:
-        """Stop accepting, disconnect every client and wait (briefly) for their threads."""
+    def close(self, timeout: float = 10.0) -> None:
+        """Stop accepting; each client's thread finishes the request in progress, says goodbye (a `shutdown` error)
+        and closes. Waits up to `timeout` s for the threads: a process that exits while one of them is inside the
+        policy (torch) can abort instead of exiting."""
         self._stop.set()
         if self._listener is not None:
             _shutdown(self._listener)  # wakes the accept() in progress (Linux)
             self._listener.close()
-        with self._clients_lock:
-            clients = list(self._clients)
-        for conn in clients:
-            _shutdown(conn)
         if self._accept_thread is not None and self._accept_thread is not threading.current_thread():
             self._accept_thread.join(timeout=2.0)
+        with self._clients_lock:
+            clients, threads = list(self._clients), list(self._threads)
+        for conn in clients:
+            with contextlib.suppress(OSError):
+                conn.shutdown(socket.SHUT_RD)  # wakes a thread waiting for the next request; it still may write
+        deadline = time.monotonic() + timeout
+        for thread in threads:
+            if thread is not threading.current_thread():
+                thread.join(max(deadline - time.monotonic(), 0.0))
 
     def __enter__(self) -> PolicyServer:
         return self.start() if self._listener is None else self
@@ -194,7 +202,17 @@ class PolicyServer:
                 work: Callable[[], None] = functools.partial(self._reject, conn, peer, error)
             else:
                 work = functools.partial(self._serve_client, conn, peer)
-            threading.Thread(target=work, name=f"policy-client-{peer}", daemon=True).start()
+            thread = threading.Thread(target=self._run_client, args=(work,), name=f"policy-client-{peer}", daemon=True)
+            with self._clients_lock:
+                self._threads.add(thread)
+            thread.start()
+
+    def _run_client(self, work: Callable[[], None]) -> None:
+        try:
+            work()
+        finally:
+            with self._clients_lock:
+                self._threads.discard(threading.current_thread())
 
     def _serve_client(self, conn: socket.socket, peer: str) -> None:
         seq: int | None = None
@@ -222,6 +240,10 @@ class PolicyServer:
         except Exception:  # a bug, not the client's doing: this client goes, the server stays
             log.exception("client %s: unexpected error; disconnecting it", peer)
         finally:
+            if self._stop.is_set():  # goodbye: this thread is the socket's only writer
+                with contextlib.suppress(OSError):
+                    send_message(conn, Error(ErrorCode.SHUTDOWN, "the policy server is stopping"),
+                                 time.monotonic() + ERROR_SEND_TIMEOUT)  # fmt: skip
             with self._clients_lock:
                 self._clients.pop(conn, None)
             conn.close()
