@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
+from vla.cli_args import POSITIVE_INT, checkpoint_dir, number
 from vla.datasets import cli as data_cli
 from vla.hardware import cli as hardware_cli
 from vla.runtime import cli as runtime_cli
@@ -23,7 +25,19 @@ def parse_size(text: str) -> tuple[int, int]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    argv = sys.argv[1:] if argv is None else argv
+    """`vla ...`: any failure ends in one line naming what went wrong (`VLA_DEBUG=1` shows the traceback)."""
+    try:
+        dispatch(sys.argv[1:] if argv is None else argv)
+    except (SystemExit, KeyboardInterrupt):
+        raise
+    except Exception as err:
+        if os.environ.get("VLA_DEBUG") == "1":
+            raise
+        message = str(err).strip().splitlines()[0] if str(err).strip() else ""
+        raise SystemExit(f"error: {type(err).__name__}: {message[:500]} (VLA_DEBUG=1 shows the traceback)") from None
+
+
+def dispatch(argv: list[str]) -> None:
     if argv[:1] == ["train"]:  # every lerobot-train flag, parsed by LeRobot (vla/train.py)
         from vla.train import run as train
 
@@ -62,10 +76,10 @@ def main(argv: list[str] | None = None) -> None:
     ro = sub.add_parser("rollout", help="evaluate a checkpoint (or --policy expert) in sim")
     ro.add_argument("--policy", required=True, help="checkpoint directory (pretrained_model) or 'expert'")
     ro.add_argument("--env", required=True)
-    ro.add_argument("--episodes", type=int, default=50)
-    ro.add_argument("--n-envs", type=int, default=4)
+    ro.add_argument("--episodes", type=POSITIVE_INT, default=50)
+    ro.add_argument("--n-envs", type=POSITIVE_INT, default=4)
     ro.add_argument("--out", type=Path, default=Path("outputs/rollout"))
-    ro.add_argument("--videos", type=int, default=4, help="episodes to save as mp4")
+    ro.add_argument("--videos", type=number(int, low=0), default=4, help="episodes to save as mp4")
     ro.add_argument("--seed", type=int, default=None, help="first seed (default: the evaluation range)")
     ro.add_argument("--device", default="cpu")
 
@@ -91,6 +105,12 @@ def main(argv: list[str] | None = None) -> None:
         )
     if args.command == "rollout":
         from vla.envs.rollout import EVAL_SEED, format_result, rollout
+
+        if args.policy != "expert":
+            try:
+                checkpoint_dir(args.policy)
+            except argparse.ArgumentTypeError as err:
+                parser.error(f"argument --policy: {err}")
 
         result = rollout(
             args.policy, args.env, args.episodes, args.n_envs, args.out,

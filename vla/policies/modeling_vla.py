@@ -126,7 +126,12 @@ class VLAPolicy(PreTrainedPolicy):
 
         import lerobot_policy_vla  # noqa: F401  (registers the policy type and processor steps)
 
-        policy = cls.from_adapter(path) if (Path(path) / "adapter_config.json").is_file() else cls.from_pretrained(path)
+        try:
+            adapter = (Path(path) / "adapter_config.json").is_file()
+            policy = cls.from_adapter(path) if adapter else cls.from_pretrained(path)
+        except Exception as err:  # missing, truncated or foreign files (safetensors, json, LeRobot errors)
+            detail = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise ValueError(f"cannot load the policy checkpoint {path}: {detail}") from err
         policy.config.device = device
         policy.to(device).eval()
         policy.set_inference(dtype, compile)

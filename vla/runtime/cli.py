@@ -16,6 +16,7 @@ import logging
 import stat
 from pathlib import Path
 
+from vla.cli_args import PORT, POSITIVE, POSITIVE_INT, number
 from vla.hardware.arms import JOINTS as SO101_JOINTS
 from vla.runtime.messages import DEFAULT_MAX_FRAME
 from vla.runtime.policy import ChunkPolicy, PolicySpec, ScriptedPolicy, add_inference_args
@@ -34,22 +35,22 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     )  # fmt: skip
     p.add_argument("--policy", required=True, help="checkpoint directory (pretrained_model) or 'scripted'")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
-    p.add_argument("--port", type=int, default=DEFAULT_PORT)
+    p.add_argument("--port", type=PORT, default=DEFAULT_PORT, help="TCP port (0: any free port)")
     token = p.add_mutually_exclusive_group()
     token.add_argument("--token-file", type=Path, help="file holding the secret clients must present")
     token.add_argument("--token", help="the secret itself (visible to other users in the process list)")
     p.add_argument("--device", default="cpu", help="torch device for a checkpoint (cpu, cuda, cuda:1)")
     add_inference_args(p)
-    p.add_argument("--max-frame-mib", type=float, default=DEFAULT_MAX_FRAME / 2**20,
+    p.add_argument("--max-frame-mib", type=number(float, low=0.0625), default=DEFAULT_MAX_FRAME / 2**20,
                    help="largest request accepted (MiB); clients learn it at connect")  # fmt: skip
-    p.add_argument("--idle-timeout", type=float, default=300.0, help="drop clients silent for this long (s)")
-    p.add_argument("--max-clients", type=int, default=8)
+    p.add_argument("--idle-timeout", type=POSITIVE, default=300.0, help="drop clients silent for this long (s)")
+    p.add_argument("--max-clients", type=POSITIVE_INT, default=8)
     s = p.add_argument_group("scripted policy (--policy scripted)")
     s.add_argument("--joints", default=",".join(SO101_JOINTS), help="comma-separated joints (<joint>.pos)")
     s.add_argument("--camera", action="append", metavar="NAME:HxW", help="camera (repeatable; default front:96x96)")
-    s.add_argument("--chunk-size", type=int, default=50)
-    s.add_argument("--fps", type=float, default=30.0)
-    s.add_argument("--latency", type=float, default=0.0, help="seconds each chunk takes")
+    s.add_argument("--chunk-size", type=POSITIVE_INT, default=50)
+    s.add_argument("--fps", type=POSITIVE, default=30.0)
+    s.add_argument("--latency", type=number(float, low=0), default=0.0, help="seconds each chunk takes")
 
 
 def run(args: argparse.Namespace) -> None:
