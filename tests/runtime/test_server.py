@@ -248,3 +248,20 @@ def test_error_replies_and_logs_never_echo_a_large_request(server: PolicyServer,
     assert error.code in (ErrorCode.MALFORMED, ErrorCode.BAD_REQUEST) and "delay" in error.message, error
     assert len(error.message) < 600, len(error.message)
     assert max(len(r.getMessage()) for r in caplog.records) < 1000
+
+
+def test_silent_clients_cannot_hoard_the_slots(start_server: Callable[..., PolicyServer]) -> None:
+    """Clients that say hello and then ask nothing lose their slot after `first_request_timeout`, so a real client
+    gets in (before, they held every slot until the 300 s idle timeout)."""
+    server = start_server(RecordingPolicy(), max_clients=2, first_request_timeout=0.5)
+    hoarders = [raw_connect(server, hello=True) for _ in range(2)]
+    with pytest.raises(PolicyUnavailable, match="busy"):
+        RemotePolicy(server.url)
+    time.sleep(1.0)
+    with RemotePolicy(server.url) as client:  # a hoarder's slot went to it
+        before = client.infer(make_obs())
+        time.sleep(1.0)  # a client that has asked once keeps its slot past the first-request deadline
+        assert np.array_equal(client.infer(make_obs()), before) and client.reconnects == 0
+    for sock in hoarders:
+        sock.settimeout(2)
+        assert sock.recv(1) == b""  # dropped

@@ -44,6 +44,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-frame-mib", type=number(float, low=0.0625), default=DEFAULT_MAX_FRAME / 2**20,
                    help="largest request accepted (MiB); clients learn it at connect")  # fmt: skip
     p.add_argument("--idle-timeout", type=POSITIVE, default=300.0, help="drop clients silent for this long (s)")
+    p.add_argument("--first-request-timeout", type=POSITIVE, default=10.0,
+                   help="drop a client that said hello but asks nothing for this long (s), so none hoards a slot")
     p.add_argument("--max-clients", type=POSITIVE_INT, default=8)
     s = p.add_argument_group("scripted policy (--policy scripted)")
     s.add_argument("--joints", default=",".join(SO101_JOINTS), help="comma-separated joints (<joint>.pos)")
@@ -63,7 +65,8 @@ def serve(args: argparse.Namespace) -> None:
     token = read_token(args.token_file) if args.token_file else args.token
     policy = load_policy(args)
     server = PolicyServer(policy, args.host, args.port, token, max_frame=int(args.max_frame_mib * 2**20),
-                          idle_timeout=args.idle_timeout, max_clients=args.max_clients)  # fmt: skip
+                          idle_timeout=args.idle_timeout, first_request_timeout=args.first_request_timeout,
+                          max_clients=args.max_clients)  # fmt: skip
     try:
         with sigterm_as_interrupt():  # before the URL is printed: a supervisor may stop us as soon as it reads it
             server.start()

@@ -88,6 +88,7 @@ class PolicyServer:
         handshake_timeout: float = 5.0,
         frame_timeout: float = 10.0,
         idle_timeout: float | None = 300.0,
+        first_request_timeout: float = 10.0,
         max_clients: int = 8,
     ):
         if token is not None and not token.strip():
@@ -97,6 +98,9 @@ class PolicyServer:
         self.policy, self.host, self.port = policy, host, port
         self.max_frame, self.max_clients = max_frame, max_clients
         self.handshake_timeout, self.frame_timeout, self.idle_timeout = handshake_timeout, frame_timeout, idle_timeout
+        # a client that said hello must ask for something this soon, or its slot goes to the next: otherwise a few
+        # silent connections hold every slot until the idle timeout
+        self.first_request_timeout = first_request_timeout
         self._token_digest = None if token is None else _digest(token)
         self._policy_lock = threading.Lock()
         self._clients: dict[socket.socket, str] = {}
@@ -216,11 +220,17 @@ class PolicyServer:
 
     def _serve_client(self, conn: socket.socket, peer: str) -> None:
         seq: int | None = None
+        wait = self.idle_timeout
         try:
             self._handshake(conn, peer)
+            first = True
             while not self._stop.is_set():
                 seq = None
-                idle_deadline = None if self.idle_timeout is None else time.monotonic() + self.idle_timeout
+                wait = self.idle_timeout
+                if first:
+                    wait = self.first_request_timeout if wait is None else min(wait, self.first_request_timeout)
+                    first = False
+                idle_deadline = None if wait is None else time.monotonic() + wait
                 msg = decode(recv_frame(conn, self.max_frame, idle_deadline, self.frame_timeout))
                 seq = getattr(msg, "seq", None)
                 send_message(conn, self._answer(msg, peer), time.monotonic() + self.frame_timeout)
@@ -232,7 +242,7 @@ class PolicyServer:
                 log.warning("client %s stalled part-way through a frame; disconnecting it", peer)
                 self._reject(conn, peer, Error(ErrorCode.TIMEOUT, f"frame not completed within {self.frame_timeout} s"))
             else:
-                log.info("client %s idle for %s s; disconnecting it", peer, self.idle_timeout)
+                log.info("client %s silent for %s s; disconnecting it", peer, wait)
         except PeerClosed as err:
             (log.warning if err.mid_frame else log.info)("client %s: %s", peer, err)
         except OSError as err:
