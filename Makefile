@@ -6,7 +6,7 @@ PY    := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PYTHON312 = $(shell bash tools/find-python312)
 
-.PHONY: demo test bench bench-model bench-bus bench-sim bench-loop bench-data bench-server lint clean
+.PHONY: demo test bench bench-model bench-bus bench-sim bench-loop bench-data bench-server fuzz lint clean
 
 $(STAMP): pyproject.toml
 	@if [ -x $(PY) ] && ! $(PY) -c 'import sys; sys.exit(sys.version_info[:2] != (3, 12))'; then \
@@ -42,6 +42,13 @@ bench-data: $(STAMP)
 
 bench-server: $(STAMP)
 	$(PY) benchmarks/bench_server.py
+
+# Coverage-guided fuzzing (atheris) of the policy server's message decoding and the worker's pipe codec; not part
+# of `make test`. FUZZ_SECONDS per harness.
+FUZZ_SECONDS ?= 60
+fuzz: $(STAMP)
+	$(PY) -m pip install --quiet "atheris>=2.3,<4"
+	$(PY) fuzz/run.py --seconds $(FUZZ_SECONDS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -99,3 +99,35 @@ def test_pipe_messages_round_trip_without_pickle() -> None:
     header, back = unpack(pack({"kind": "chunk", "tick": 7}, arrays))
     assert header == {"kind": "chunk", "tick": 7}
     np.testing.assert_array_equal(back["chunk"], arrays["chunk"])
+
+
+PIPE_GARBAGE = {
+    "empty": b"",
+    "short header": b"\x05\x00",
+    "header past the end": (100).to_bytes(4, "little") + b"{}",
+    "not json": (3).to_bytes(4, "little") + b"\xff\xfe\x00",
+    "json list": (2).to_bytes(4, "little") + b"[]",
+    "no arrays": (2).to_bytes(4, "little") + b"{}",
+    "object dtype": (34).to_bytes(4, "little") + b'{"arrays": {"a": ["|O", [1]]}}   ',
+    "huge shape": (52).to_bytes(4, "little") + b'{"arrays": {"a": ["float64", [2147483647, 65536]]}} ',
+    "array past the end": (38).to_bytes(4, "little") + b'{"arrays": {"a": ["float32", [1000]]}}' + bytes(8),
+}
+
+
+@pytest.mark.parametrize("case", PIPE_GARBAGE, ids=list(PIPE_GARBAGE))
+def test_pipe_garbage_is_a_pipe_error(case: str) -> None:
+    """Inputs the fuzzer (fuzz/fuzz_pipe.py) tries: each one a `PipeError`, never another exception."""
+    from vla.runtime.worker import PipeError, unpack
+
+    with pytest.raises(PipeError):
+        unpack(PIPE_GARBAGE[case])
+
+
+def test_pipe_round_trip() -> None:
+    from vla.runtime.worker import pack, unpack
+
+    arrays = {"state": np.arange(6, dtype=np.float32), "front": np.zeros((4, 6, 3), np.uint8),
+              "scalar": np.ones((), np.float64)}  # fmt: skip
+    header, back = unpack(pack({"kind": "obs", "tick": 3}, arrays))
+    assert header == {"kind": "obs", "tick": 3} and all(np.array_equal(back[k], arrays[k]) for k in arrays)
+    assert all(back[k].dtype == arrays[k].dtype for k in arrays)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import multiprocessing as mp
 import time
 import traceback
@@ -91,14 +92,38 @@ def pack(header: dict, arrays: dict[str, np.ndarray] | None = None) -> bytes:
     return len(head).to_bytes(4, "little") + head + b"".join(np.ascontiguousarray(a).tobytes() for a in arrays.values())
 
 
+PIPE_DTYPES = frozenset({"float32", "float64", "uint8", "int64", "bool"})
+
+
+class PipeError(ValueError):
+    """A pipe message that `pack` did not write (the fuzzer checks that nothing else escapes `unpack`)."""
+
+
 def unpack(data: bytes) -> tuple[dict, dict[str, np.ndarray]]:
+    """`pack`'s inverse. Raises `PipeError` for anything `pack` would not have written, never another error."""
+    if len(data) < 4:
+        raise PipeError(f"message of {len(data)} bytes is shorter than its 4-byte header length")
     n = int.from_bytes(data[:4], "little")
-    header = json.loads(data[4 : 4 + n])
+    if 4 + n > len(data):
+        raise PipeError(f"header of {n} bytes announced in a message of {len(data)}")
+    try:
+        header = json.loads(data[4 : 4 + n])
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as err:
+        raise PipeError(f"header is not JSON: {err}") from None
+    specs = header.pop("arrays", None) if isinstance(header, dict) else None
+    if not isinstance(specs, dict):
+        raise PipeError("header is not a JSON object with an 'arrays' object")
     arrays, offset = {}, 4 + n
-    for key, (dtype, shape) in header.pop("arrays").items():
-        count = int(np.prod(shape))
-        arrays[key] = np.frombuffer(data, np.dtype(dtype), count, offset).reshape(shape).copy()
-        offset += count * np.dtype(dtype).itemsize
+    for key, spec in specs.items():
+        if not (isinstance(spec, list) and len(spec) == 2 and spec[0] in PIPE_DTYPES and isinstance(spec[1], list)
+                and all(type(d) is int and 0 <= d < 2**31 for d in spec[1])):  # fmt: skip
+            raise PipeError(f"array {key!r}: {spec!r} is not [dtype, shape]"[:300])
+        dtype, shape = np.dtype(spec[0]), spec[1]
+        count = math.prod(shape)  # Python integers: no overflow
+        if offset + count * dtype.itemsize > len(data):
+            raise PipeError(f"array {key!r} runs past the end of the message")
+        arrays[key] = np.frombuffer(data, dtype, count, offset).reshape(shape).copy()
+        offset += count * dtype.itemsize
     return header, arrays
 
 
