@@ -70,4 +70,4 @@ def test_deploy_on_a_robot_port_with_cameras(virtual_arm) -> None:  # type: igno
     wrist = cmd.index("wrist=test-pattern:96x96")
     missing = cmd[: wrist - 1] + cmd[wrist + 1 :]  # the policy also needs 'wrist'
     proc = subprocess.run(missing, input="", capture_output=True, text=True, timeout=120)
-    assert proc.returncode != 0 and "the policy needs camera(s) ['wrist']" in proc.stdout + proc.stderr
+    assert proc.returncode != 0 and "missing ['wrist']" in proc.stdout + proc.stderr
