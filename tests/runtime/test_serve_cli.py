@@ -45,12 +45,18 @@ def test_scripted_default_spec_is_an_so101_with_one_front_camera() -> None:
         (["--camera", "front"], "--camera must look like front:96x96"),
         (["--camera", "front:0x96"], "--camera must look like"),
         (["--joints", ","], "at least one joint"),
-        (["--chunk-size", "0"], "--chunk-size must be >= 1"),
     ],
 )
 def test_bad_scripted_flags_exit_with_a_message(argv: list[str], match: str) -> None:
     with pytest.raises(SystemExit, match=match):
         cli.scripted_spec(parse("--policy", "scripted", *argv))
+
+
+def test_a_zero_chunk_size_is_refused_while_parsing(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        parse("--policy", "scripted", "--chunk-size", "0")
+    assert exit_info.value.code == 2
+    assert "argument --chunk-size: must be >= 1, got 0" in capsys.readouterr().err
 
 
 def test_missing_checkpoint_directory_is_named(tmp_path: Path) -> None:
