@@ -6,7 +6,7 @@ PY    := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PYTHON312 = $(shell bash tools/find-python312)
 
-.PHONY: demo test bench bench-model bench-bus bench-sim bench-loop bench-data bench-server fuzz lint clean
+.PHONY: demo test bench bench-learn bench-model bench-bus bench-sim bench-loop bench-data bench-server fuzz lint clean
 
 $(STAMP): pyproject.toml
 	@if [ -x $(PY) ] && ! $(PY) -c 'import sys; sys.exit(sys.version_info[:2] != (3, 12))'; then \
@@ -24,6 +24,10 @@ test: $(STAMP)
 	$(PY) -m pytest -q
 
 bench: bench-model bench-bus bench-sim bench-loop bench-data bench-server
+
+# not part of `make bench`: it trains several policies for minutes each (run it alone on the machine)
+bench-learn: $(STAMP)
+	$(PY) benchmarks/bench_learn.py
 
 bench-model: $(STAMP)
 	$(PY) benchmarks/bench_model.py

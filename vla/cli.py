@@ -7,7 +7,7 @@ import os
 import sys
 from pathlib import Path
 
-from vla.cli_args import POSITIVE_INT, checkpoint_dir, number
+from vla.cli_args import POSITIVE, POSITIVE_INT, checkpoint_dir, number
 from vla.datasets import cli as data_cli
 from vla.hardware import cli as hardware_cli
 from vla.runtime import cli as runtime_cli
@@ -50,14 +50,16 @@ def dispatch(argv: list[str]) -> None:
 
     demo = sub.add_parser("demo", help="record in sim, train with lerobot-train, roll out (offline, CPU)")
     demo.add_argument("--out", type=Path, default=Path("outputs/demo"))
-    demo.add_argument("--env", default="so101/reach", help="sim task to record, train on and roll out")
-    demo.add_argument("--steps", type=int, default=None, help="training steps (default 1500 sim, 800 synthetic)")
-    demo.add_argument("--episodes", type=int, default=60)
-    demo.add_argument("--rollouts", type=int, default=20)
-    demo.add_argument("--batch-size", type=int, default=32)
-    demo.add_argument("--preset", default="tiny", choices=["tiny", "small"])
+    demo.add_argument("--env", default="so101/pick-color", help="sim task to record, train on and roll out")
+    demo.add_argument("--steps", type=POSITIVE_INT, default=None,
+                      help="training steps (default 2500 sim, 800 synthetic)")  # fmt: skip
+    demo.add_argument("--episodes", type=POSITIVE_INT, default=100, help="demonstrations to record")
+    demo.add_argument("--rollouts", type=POSITIVE_INT, default=100, help="evaluation episodes on unseen seeds")
+    demo.add_argument("--batch-size", type=POSITIVE_INT, default=32)
+    demo.add_argument("--preset", default=None, choices=["tiny", "cpu", "small"],
+                      help="network sizes (default cpu in sim, tiny synthetic)")  # fmt: skip
     demo.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
-    demo.add_argument("--lr", type=float, default=1e-3)
+    demo.add_argument("--lr", type=POSITIVE, default=None, help="peak learning rate (default 5e-4 sim, 1e-3 synthetic)")
     demo.add_argument("--synthetic", action="store_true", help="the 2-D synthetic task instead of the sim")
 
     rec = sub.add_parser("record", help="record scripted-expert demonstrations in sim to a LeRobot v3 dataset")
@@ -82,6 +84,9 @@ def dispatch(argv: list[str]) -> None:
     ro.add_argument("--videos", type=number(int, low=0), default=4, help="episodes to save as mp4")
     ro.add_argument("--seed", type=int, default=None, help="first seed (default: the evaluation range)")
     ro.add_argument("--device", default="cpu")
+    ro.add_argument("--probe-targets", default="", metavar="A,B,...",
+                    help="language probe: play each scene once per named object (e.g. red,green,blue for "
+                         "so101/pick-color), so the same layout is asked for each in turn")  # fmt: skip
 
     for module in COMMAND_MODULES:
         module.add_parsers(sub)
@@ -115,6 +120,7 @@ def dispatch(argv: list[str]) -> None:
         result = rollout(
             args.policy, args.env, args.episodes, args.n_envs, args.out,
             seed=EVAL_SEED if args.seed is None else args.seed, videos=args.videos, device=args.device,
+            targets=tuple(t for t in args.probe_targets.split(",") if t),
         )  # fmt: skip
         print(format_result(result))
         print(f"  results: {args.out / 'results.json'}")
@@ -124,10 +130,11 @@ def dispatch(argv: list[str]) -> None:
         from vla.demo import run, run_sim
 
         if args.synthetic:
-            run(args.out, args.steps or 800, args.episodes, args.batch_size, args.preset, args.dtype, args.lr)
+            run(args.out, args.steps or 800, args.episodes, args.batch_size, args.preset or "tiny", args.dtype,
+                args.lr or 1e-3)
         else:
-            run_sim(args.out, args.env, args.steps or 1500, args.episodes, args.batch_size, args.preset, args.dtype,
-                    args.lr, args.rollouts)
+            run_sim(args.out, args.env, args.steps or 2500, args.episodes, args.batch_size, args.preset or "cpu",
+                    args.dtype, args.lr or 5e-4, args.rollouts)
 
 
 if __name__ == "__main__":

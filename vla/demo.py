@@ -1,9 +1,10 @@
 """`make demo`: record demonstrations in the SO-101 sim, train the VLA with LeRobot's training loop, roll it out.
 
-`run_sim` is the default: scripted-expert episodes written as a LeRobot v3 dataset, its frame cache, a bounded CPU
-training run with `vla train` (LeRobot's `lerobot-train` reading decoded frames from the cache instead of decoding
-video on every step, which took 80% of the run's training time), then rollouts on seeds the recording never used,
-with success rate, videos and a loss plot.
+`run_sim` is the default: 100 scripted-expert episodes of `so101/pick-color` (three cubes; only the instruction
+says which to lift) written as a LeRobot v3 dataset, its frame cache, a bounded CPU training run of the `cpu`
+preset with `vla train` (LeRobot's `lerobot-train` reading decoded frames from the cache instead of decoding video
+on every step), then 100 rollouts on seeds the recording never used, with success per named colour, the episodes
+that lifted the wrong cube, videos and a loss plot.
 `run` (`vla demo --synthetic`) is the earlier, faster check without simulation:
 
 Everything is offline and CPU-sized: the synthetic "move to the red/blue square" dataset (vla.datasets.synthetic),
@@ -29,11 +30,11 @@ LOG_FREQ = 20
 
 
 def train(data: Path, out: Path, steps: int, batch_size: int, preset: str, dtype: str, lr: float,
-          repo_id: str = "local/vla-synthetic", chunk: int = 10) -> list[tuple[int, float]]:
+          repo_id: str = "local/vla-synthetic", flags: tuple[str, ...] = ()) -> list[tuple[int, float]]:
+    """`vla train` with the preset's sizes (chunk, steps, vision) and `flags` on top; -> (step, loss) pairs."""
     cmd = [str(Path(sys.executable).with_name("vla")), "train", "--policy.type=vla", f"--policy.preset={preset}",
-           f"--policy.chunk_size={chunk}", f"--policy.n_action_steps={chunk}", f"--policy.optimizer_lr={lr}",
-           f"--policy.dtype={dtype}",
-           "--policy.scheduler_warmup_steps=50", f"--policy.scheduler_decay_steps={steps}",
+           f"--policy.optimizer_lr={lr}", f"--policy.dtype={dtype}", *flags,
+           "--policy.scheduler_warmup_steps=100", f"--policy.scheduler_decay_steps={steps}",
            "--policy.push_to_hub=false", "--policy.device=cpu", f"--dataset.repo_id={repo_id}",
            f"--dataset.root={data}", f"--output_dir={out}", f"--steps={steps}", f"--batch_size={batch_size}",
            f"--save_freq={steps}", f"--log_freq={LOG_FREQ}", "--num_workers=1", "--wandb.enable=false",
@@ -86,7 +87,7 @@ def evaluate(ckpt: Path, data: Path, repo_id: str) -> tuple[float, float]:
 
     policy = VLAPolicy.from_pretrained(ckpt)
     pre, post = make_pre_post_processors(policy.config, pretrained_path=str(ckpt))
-    horizon = policy.config.chunk_size
+    horizon = int(policy.config.chunk_size or 0)
     ds = LeRobotDataset(repo_id, root=data, delta_timestamps={"action": [i / 10 for i in range(horizon)]})
     errors, baseline = [], []
     for index in range(0, len(ds), 5):
@@ -117,16 +118,20 @@ def run_sim(out: Path, env: str, steps: int, episodes: int, batch_size: int, pre
     cache = build_cache(out / "data", progress=False)  # vla train then reads frames from it, not from video
     print(f"      frame cache {cache} built in {time.time() - started:.0f} s")
     print(f"[2/4] training the '{preset}' VLA ({dtype}) for {steps} steps with vla train", flush=True)
-    losses = train(out / "data", out / "train", steps, batch_size, preset, dtype, lr, repo_id=repo_id, chunk=10)
+    # the `cpu` recipe (docs/learning.md): half of each chunk executed before the next is predicted, and the
+    # weights' moving average saved (at 3,000 steps it lifted the named cube in 56 of 100 episodes, against 22)
+    flags = ("--policy.n_action_steps=8", "--policy.ema_decay=0.999") if preset == "cpu" else ()
+    losses = train(out / "data", out / "train", steps, batch_size, preset, dtype, lr, repo_id=repo_id, flags=flags)
     plot(losses, out / "loss.png")
     ckpt = out / "train" / "checkpoints" / "last" / "pretrained_model"
     print(f"[3/4] rolling out {ckpt} for {rollouts} episodes on unseen seeds", flush=True)
     result = rollout(str(ckpt), env, episodes=rollouts, n_envs=4, out=out / "rollout", videos=4)
-    expert = rollout("expert", env, episodes=rollouts, n_envs=4, out=out / "rollout_expert", videos=0, progress=False)
+    anchor = min(rollouts, 20)  # the expert on the first seeds, as the anchor (it succeeds 96-100%: make bench-sim)
+    expert = rollout("expert", env, episodes=anchor, n_envs=4, out=out / "rollout_expert", videos=0, progress=False)
     print("[4/4] done\n")
     print(f"  loss: {losses[0][1]:.3f} (step {losses[0][0]}) -> {losses[-1][1]:.3f} (step {losses[-1][0]})")
     print(format_result(result))
-    print(f"  the scripted expert on the same seeds: {expert.successes}/{expert.episodes}")
+    print(f"  the scripted expert on the first {anchor} of these seeds: {expert.successes}/{expert.episodes}")
     print(f"  checkpoint: {ckpt}\n  loss plot:  {out / 'loss.png'}")
     for path in result.videos:
         print(f"  video:      {path}")

@@ -261,3 +261,30 @@ def test_lerobot_eval_and_vla_rollout_with_a_tiny_checkpoint(tmp_path: Path) -> 
     proc = subprocess.run(cli, env=env, capture_output=True, text=True, timeout=600, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-4000:]
     assert "success" in proc.stdout and (tmp_path / "rollout" / "results.json").is_file()
+
+
+def test_a_scene_can_be_asked_for_another_cube_and_lifting_the_wrong_one_is_flagged() -> None:
+    from vla.envs.experts import ScriptedExpert
+
+    env = SO101Env(TASKS["pick-color"](), SO101Config(cameras=()))
+    env.reset(seed=7, options={"target": "red"})
+    layout = {c: env.body_pos(c) for c in ("red", "green", "blue")}
+    assert "red" in env.task_description and env.task_spec.target == "red"
+    env.reset(seed=7, options={"target": "blue"})
+    assert "blue" in env.task_description and env.task_spec.target == "blue"
+    for cube, position in layout.items():
+        np.testing.assert_allclose(env.body_pos(cube), position)  # the same scene, another instruction
+    with pytest.raises(ValueError, match="no 'purple' cube"):
+        env.reset(seed=7, options={"target": "purple"})
+    with pytest.raises(ValueError, match="names no object"):
+        SO101Env(TASKS["reach"](), SO101Config(cameras=())).reset(seed=0, options={"target": "red"})
+
+    env.reset(seed=7, options={"target": "red"})
+    expert = ScriptedExpert(env)
+    expert.reset()  # plans a grasp of the red cube ...
+    env.task_spec.target = "green"  # ... while the task now names the green one
+    for _ in range(env._max_episode_steps):
+        _, _, _, truncated, info = env.step(expert.act())
+        if truncated:
+            break
+    assert info["wrong_object"] == 1.0 and not info["is_success"]

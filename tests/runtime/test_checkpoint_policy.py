@@ -21,7 +21,8 @@ CHUNK, ACTION_DIM, STATE_DIM, MAX_DELAY = 8, 4, 5, 4
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     cfg = VLAConfig(preset="tiny", chunk_size=CHUNK, n_action_steps=CHUNK, num_steps=10, max_state_dim=8,
-                    max_action_dim=8, rtc_max_delay=MAX_DELAY, device="cpu", push_to_hub=False)  # fmt: skip
+                    max_action_dim=8, rtc_max_delay=MAX_DELAY, tokenizer_max_length=48, device="cpu",
+                    push_to_hub=False)  # fmt: skip
     cfg.input_features = {"observation.images.front": PolicyFeature(type=FeatureType.VISUAL, shape=(3, 24, 32)),
                           "observation.state": PolicyFeature(type=FeatureType.STATE, shape=(STATE_DIM,))}
     cfg.output_features = {"action": PolicyFeature(type=FeatureType.ACTION, shape=(ACTION_DIM,))}

@@ -13,7 +13,7 @@ import json
 import math
 import time
 from collections import defaultdict
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -48,16 +48,47 @@ def write_mp4(path: Path, frames: list[np.ndarray], fps: float) -> None:
         out.mux(stream.encode())
 
 
+def task_target(env: Any) -> str | None:
+    """The object an episode's instruction names, where the task has one (pick-color's cube colour)."""
+    target = getattr(getattr(env, "task_spec", None), "target", None)
+    return str(target) if target is not None else None
+
+
+def rates_by(records: list[dict[str, Any]], key: str) -> dict[str, dict[str, Any]]:
+    """Success rate per value of `key` (instruction, target), with episodes and a 95% interval."""
+    groups: dict[str, list[bool]] = defaultdict(list)
+    for r in records:
+        if r.get(key) is not None:
+            groups[str(r[key])].append(bool(r["success"]))
+    return {k: {"episodes": len(v), "success_rate": sum(v) / len(v), "ci95": wilson(sum(v), len(v))}
+            for k, v in groups.items()}  # fmt: skip
+
+
 class CheckpointActor:
-    """A trained VLA checkpoint with its saved processors, acting on a batch of env observations."""
+    """A trained checkpoint with its saved processors, acting on a batch of env observations: our VLA, or any other
+    LeRobot policy (ACT, Diffusion Policy, SmolVLA, ...) by the `type` in its config.json, so one harness rolls
+    every policy out (`benchmarks/bench_learn.py`)."""
 
     def __init__(self, path: str | Path, device: str = "cpu"):
         import torch
 
-        from vla.policies.modeling_vla import VLAPolicy
-
         self.torch = torch
-        self.policy, self.pre, self.post = VLAPolicy.load_for_inference(path, device)
+        config = Path(path) / "config.json"
+        kind = json.loads(config.read_text()).get("type") if config.is_file() else None
+        self.uint8 = kind in (None, "vla")  # our policy takes uint8 frames and scales them on its device
+        if self.uint8:
+            from vla.policies.modeling_vla import VLAPolicy
+
+            self.policy, self.pre, self.post = VLAPolicy.load_for_inference(path, device)
+            return
+        from lerobot.configs import PreTrainedConfig
+        from lerobot.policies import get_policy_class, make_pre_post_processors
+
+        cfg = PreTrainedConfig.from_pretrained(str(path))
+        cfg.device = device
+        self.policy = get_policy_class(cfg.type).from_pretrained(str(path), config=cfg).to(device).eval()
+        self.pre, self.post = make_pre_post_processors(
+            cfg, pretrained_path=str(path), preprocessor_overrides={"device_processor": {"device": device}})
 
     def reset(self) -> None:
         self.policy.reset()
@@ -66,9 +97,8 @@ class CheckpointActor:
         torch = self.torch
         batch: dict[str, Any] = {"task": tasks}
         for cam in observations[0]["pixels"]:
-            images = np.stack([o["pixels"][cam] for o in observations])
-            # uint8 as rendered: the policy scales it to [0, 1] on its device
-            batch[f"observation.images.{cam}"] = torch.from_numpy(images).permute(0, 3, 1, 2)
+            images = torch.from_numpy(np.stack([o["pixels"][cam] for o in observations])).permute(0, 3, 1, 2)
+            batch[f"observation.images.{cam}"] = images if self.uint8 else images.float().div_(255)
         batch["observation.state"] = torch.from_numpy(np.stack([o["agent_pos"] for o in observations])).float()
         with torch.inference_mode():
             action = self.post(self.policy.select_action(self.pre(batch)))
@@ -83,11 +113,13 @@ class RolloutResult:
     successes: int
     success_rate: float
     ci95: tuple[float, float]
-    per_instruction: dict[str, dict[str, float]]
+    per_instruction: dict[str, dict[str, Any]]
     seeds: tuple[int, int]
     mean_steps: float
     seconds: float
     videos: list[str]
+    per_target: dict[str, dict[str, Any]] = field(default_factory=dict)  # by the named object, where tasks name one
+    wrong_object: int | None = None  # episodes that lifted an object the instruction did not name
 
 
 def rollout(
@@ -100,7 +132,11 @@ def rollout(
     videos: int = 4,
     device: str = "cpu",
     progress: bool = True,
+    targets: tuple[str, ...] = (),
 ) -> RolloutResult:
+    """Roll `policy` out for `episodes` episodes from seed `seed` on. With `targets` (a language probe), each
+    scene is played once per target, naming that object (episode k: seed `seed + k // len(targets)`, target
+    `targets[k % len(targets)]`), so the same layout is asked for each object in turn."""
     from tqdm import tqdm
 
     out = Path(out)
@@ -117,7 +153,9 @@ def rollout(
         while len(records) < episodes:
             wave = min(n_envs, episodes - len(records))
             first = len(records)
-            obs = [envs[i].reset(seed=seed + first + i)[0] for i in range(wave)]
+            seeds = [seed + (first + i) // len(targets) if targets else seed + first + i for i in range(wave)]
+            options = [{"target": targets[(first + i) % len(targets)]} if targets else None for i in range(wave)]
+            obs = [envs[i].reset(seed=seeds[i], options=options[i])[0] for i in range(wave)]
             tasks = [envs[i].task_description for i in range(wave)]
             if experts is not None:
                 for ex in experts[:wave]:
@@ -125,6 +163,7 @@ def rollout(
             if actor is not None:
                 actor.reset()
             done, success, steps = [False] * wave, [False] * wave, [0] * wave
+            wrong: list[bool | None] = [None] * wave
             frames: dict[int, list[np.ndarray]] = {i: [] for i in range(wave) if first + i < videos}
             for i in frames:
                 frames[i].append(envs[i].render())
@@ -141,12 +180,14 @@ def rollout(
                     obs[i], _, terminated, truncated, info = envs[i].step(actions[i])
                     steps[i] += 1
                     success[i] = success[i] or bool(info["is_success"])
+                    if "wrong_object" in info:
+                        wrong[i] = bool(info["wrong_object"])
                     done[i] = terminated or truncated
                     if i in frames:
                         frames[i].append(envs[i].render())
             for i in range(wave):
-                records.append({"seed": seed + first + i, "instruction": tasks[i], "success": success[i],
-                                "steps": steps[i]})  # fmt: skip
+                records.append({"seed": seeds[i], "instruction": tasks[i], "success": success[i],
+                                "steps": steps[i], "target": task_target(envs[i]), "wrong_object": wrong[i]})
             for i, clip in frames.items():
                 path = out / f"episode_{first + i:03d}_{'success' if success[i] else 'failure'}.mp4"
                 write_mp4(path, clip, envs[i].metadata["render_fps"])
@@ -157,15 +198,14 @@ def rollout(
         bar.close()
         for e in envs:
             e.close()
-    per_instruction: dict[str, list[bool]] = defaultdict(list)
-    for r in records:
-        per_instruction[r["instruction"]].append(r["success"])
     wins = sum(r["success"] for r in records)
     result = RolloutResult(
         env=env_name, policy=str(policy), episodes=len(records), successes=wins, success_rate=wins / len(records),
         ci95=wilson(wins, len(records)),
-        per_instruction={k: {"episodes": len(v), "success_rate": sum(v) / len(v)} for k, v in per_instruction.items()},
-        seeds=(seed, seed + len(records) - 1), mean_steps=float(np.mean([r["steps"] for r in records])),
+        per_instruction=rates_by(records, "instruction"), per_target=rates_by(records, "target"),
+        wrong_object=sum(bool(r["wrong_object"]) for r in records)
+        if any(r["wrong_object"] is not None for r in records) else None,
+        seeds=(seed, records[-1]["seed"]), mean_steps=float(np.mean([r["steps"] for r in records])),
         seconds=time.perf_counter() - start, videos=video_paths,
     )  # fmt: skip
     (out / "results.json").write_text(json.dumps({**asdict(result), "episodes_detail": records}, indent=2))
@@ -178,6 +218,12 @@ def format_result(r: RolloutResult) -> str:
         f"  success {r.successes}/{r.episodes} = {r.success_rate:.0%}  (95% CI {r.ci95[0]:.0%}-{r.ci95[1]:.0%}), "
         f"seeds {r.seeds[0]}-{r.seeds[1]}, {r.mean_steps:.0f} steps/episode, {r.seconds:.0f} s",
     ]
+    if r.wrong_object is not None:
+        lines.append(f"  lifted a cube the instruction did not name: {r.wrong_object}/{r.episodes} episodes")
+    for name, stats in sorted(r.per_target.items()):
+        low, high = stats["ci95"]
+        lines.append(f'    {stats["success_rate"]:>4.0%} of {int(stats["episodes"]):3d}  named {name} '
+                     f"(95% CI {low:.0%}-{high:.0%})")
     for text, stats in sorted(r.per_instruction.items()):
         lines.append(f'    {stats["success_rate"]:>4.0%} of {int(stats["episodes"]):3d}  "{text}"')
     return "\n".join(lines)

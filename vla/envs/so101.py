@@ -145,6 +145,8 @@ class SO101Env(gym.Env):
         self.data.qpos[self.qpos_ids] = q
         self.data.ctrl[:] = q
         self.instruction = self.task_spec.reset(self, self.rng)
+        if options and options.get("target") is not None:  # the same scene, another object named (language probes)
+            self.instruction = self.task_spec.retarget(str(options["target"]), self.rng)
         mujoco.mj_forward(self.model, self.data)
         for _ in range(10):  # let objects settle on the table
             mujoco.mj_step(self.model, self.data)

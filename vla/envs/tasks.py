@@ -92,6 +92,10 @@ class Task:
     def evaluate(self, env: SO101Env) -> Result:
         raise NotImplementedError
 
+    def retarget(self, target: str, rng: np.random.Generator) -> str:
+        """Name another object of the same scene (reset's `options={"target": ...}`); return the instruction."""
+        raise ValueError(f"so101/{self.name} names no object that could be changed")
+
 
 class Reach(Task):
     """Touch a red disk on the table with the fingertips."""
@@ -133,7 +137,13 @@ class Pick(Task):
         spots = sample_positions(rng, len(self.cubes))
         for name, xy in zip(self.cubes, spots, strict=True):
             set_cube(env, name, xy, rng.uniform(-np.pi / 4, np.pi / 4))
-        self.target = str(rng.choice(self.cubes))
+        return self.retarget(str(rng.choice(self.cubes)), rng)
+
+    def retarget(self, target: str, rng: np.random.Generator) -> str:
+        if target not in self.cubes:
+            raise ValueError(f"so101/{self.name} has no {target!r} cube; its cubes are {self.cubes}")
+        self.target = target
+        self.wrong_lift = False
         color = self.target if self.target in COLORS else "red"
         return str(rng.choice(self.phrasings)).format(c=color)
 
@@ -141,9 +151,12 @@ class Pick(Task):
         cube = env.body_pos(self.target)
         lift = float(cube[2] - CUBE_HALF)
         others_down = all(env.body_pos(c)[2] < CUBE_HALF + 0.02 for c in self.cubes if c != self.target)
+        self.wrong_lift = self.wrong_lift or not others_down
         success = cube[2] > LIFT_HEIGHT and others_down
         reach = float(np.linalg.norm(env.tip - cube))
-        return Result(success, -reach + 5.0 * min(lift, LIFT_HEIGHT), {"reach": reach, "lift": lift})
+        # wrong_object: 1 once a cube other than the named one has been lifted this episode
+        return Result(success, -reach + 5.0 * min(lift, LIFT_HEIGHT),
+                      {"reach": reach, "lift": lift, "wrong_object": float(self.wrong_lift)})
 
 
 class PickColor(Pick):

@@ -7,6 +7,9 @@ Only what the VLA uses is kept: vision tower, pixel-shuffle connector, token emb
 `num_vlm_layers` text layers (final norm and LM head are dropped). Images are resized with padding to the tower's
 input size and mapped from [0, 1] to [-1, 1] (SigLIP normalisation).
 
+With `cfg.vision.kind == "conv"` the tower and connector are `vla.model.conv_vision`'s convolutional tokenizer
+and position-embedding projector instead (random weights only; the text part is the same).
+
 Whenever the vision tower's weights cannot receive a gradient (inference, or training with `freeze_vlm`), its
 encoder layers run on fused copies of their weights (`vla.model.fused.vision_layer`); otherwise, and for a tower
 whose activation or dropout the fused layer does not implement, transformers' modules run.
@@ -76,15 +79,15 @@ def read_pretrained_sizes(path: str | Path, cfg: VLAModelConfig) -> VLAModelConf
 
 
 class Backbone(nn.Module):
-    def __init__(self, vlm: Any, cfg: VLAModelConfig) -> None:
+    def __init__(self, vision: nn.Module, connector: nn.Module, text_model: Any, cfg: VLAModelConfig) -> None:
         super().__init__()
         self.cfg = cfg
-        self.vision = vlm.vision_model
-        self.connector = vlm.connector
-        self.embed_tokens = vlm.text_model.embed_tokens
-        self.layers = nn.ModuleList(list(vlm.text_model.layers)[: cfg.num_vlm_layers])
+        self.vision = vision
+        self.connector = connector
+        self.embed_tokens = text_model.embed_tokens
+        self.layers = nn.ModuleList(list(text_model.layers)[: cfg.num_vlm_layers])
         self.image_size = cfg.vision.image_size
-        vision_cfg = self.vision.config
+        vision_cfg = getattr(self.vision, "config", None)
         self._vision_fusable = (getattr(vision_cfg, "hidden_act", None) == "gelu_pytorch_tanh"
                                 and not getattr(vision_cfg, "attention_dropout", 0.0))
         self._fused_vision = fused.FusedCache()
@@ -97,13 +100,25 @@ class Backbone(nn.Module):
 
     @classmethod
     def from_config(cls, cfg: VLAModelConfig) -> Backbone:
-        return cls(AutoModel.from_config(hf_config(cfg), attn_implementation="sdpa"), cfg)
+        hf = hf_config(cfg)
+        if cfg.vision.kind == "conv":
+            from vla.model.conv_vision import ConvVision, TokenProjector
+
+            text = AutoModel.from_config(hf.text_config, attn_implementation="sdpa")
+            projector = TokenProjector(cfg.vision.hidden_size, cfg.text.hidden_size, cfg.tokens_per_image)
+            return cls(ConvVision(cfg.vision, cfg.text.hidden_size), projector, text, cfg)
+        vlm = AutoModel.from_config(hf, attn_implementation="sdpa")
+        return cls(vlm.vision_model, vlm.connector, vlm.text_model, cfg)
 
     @classmethod
     def from_pretrained(cls, path: str | Path, cfg: VLAModelConfig) -> Backbone:
+        if cfg.vision.kind != "siglip":
+            raise ValueError(f"pretrained VLM weights ({path}) need the SigLIP tower, not vision kind "
+                             f"{cfg.vision.kind!r}")
         full = AutoModelForImageTextToText.from_pretrained(str(path), attn_implementation="sdpa",
                                                            torch_dtype=torch.float32)
-        return cls(full.model, cfg)
+        vlm = full.model
+        return cls(vlm.vision_model, vlm.connector, vlm.text_model, cfg)
 
     def preprocess_images(self, images: torch.Tensor) -> torch.Tensor:
         """(N, 3, H, W) in [0, 1] -> (N, 3, S, S) in [-1, 1]: aspect-preserving resize, zero (black) padding."""
@@ -116,10 +131,18 @@ class Backbone(nn.Module):
             images = F.pad(images, (0, size - nw, 0, size - nh))
         return images * 2.0 - 1.0
 
-    def embed_images(self, pixels: torch.Tensor) -> torch.Tensor:
-        """(N, 3, S, S) preprocessed pixels -> (N, tokens_per_image, text_width)."""
-        pixels = pixels.to(self.connector.modality_projection.proj.weight.dtype)
-        if self.vision_fast_path:
+    @property
+    def image_dtype(self) -> torch.dtype:
+        """The dtype the vision tower and connector hold their weights in."""
+        return next(self.connector.parameters()).dtype
+
+    def embed_images(self, pixels: torch.Tensor, language: torch.Tensor | None = None) -> torch.Tensor:
+        """(N, 3, S, S) preprocessed pixels -> (N, tokens_per_image, text_width). The conv tokenizer is conditioned
+        on `language` (N, text_width), each image's instruction vector, when given; the SigLIP tower ignores it."""
+        pixels = pixels.to(self.image_dtype)
+        if self.cfg.vision.kind == "conv":
+            hidden = self.vision(pixels, None if language is None else language.to(pixels.dtype))
+        elif self.vision_fast_path:
             hidden = self._vision_fast(pixels)
         else:
             hidden = self.vision(pixel_values=pixels).last_hidden_state
@@ -148,7 +171,8 @@ class Backbone(nn.Module):
 
     def _vision_fast(self, pixels: torch.Tensor) -> torch.Tensor:
         """The vision tower's last hidden state (N, patches, D) for full (unmasked) images, on fused weights."""
-        vis, v = self.vision, self.cfg.vision
+        vis: Any = self.vision  # the transformers SigLIP tower (dynamic attributes)
+        v = self.cfg.vision
         b, side = pixels.shape[0], v.image_size // v.patch_size
         every_patch = torch.ones(b, side, side, dtype=torch.bool, device=pixels.device)
         x = vis.embeddings(pixel_values=pixels, patch_attention_mask=every_patch)

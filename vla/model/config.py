@@ -19,14 +19,22 @@ if TYPE_CHECKING:
     from vla.model.vla import VLAModel
 
 
+VISION_KINDS = ("siglip", "conv")
+
+
 @dataclass(frozen=True)
 class VisionConfig:
+    """`kind` "siglip": a SigLIP-shaped ViT (the SmolVLM tower; pretrained weights load into it). "conv": the
+    convolutional tokenizer of `vla.model.conv_vision` for training from scratch (`hidden_size` its last
+    stage's channels, `num_layers` residual blocks per stage, `patch_size` its total stride)."""
+
     hidden_size: int
     num_layers: int
     num_heads: int
     intermediate_size: int
     image_size: int
     patch_size: int
+    kind: str = "siglip"
 
 
 @dataclass(frozen=True)
@@ -68,6 +76,7 @@ class VLAModelConfig:
     max_period: float = 4.0
     freeze_vlm: bool = True  # vision tower, connector and text layers; the expert and projections always train
     rtc_max_delay: int = 0  # training-time real-time chunking: up to this many leading actions given clean
+    augment_shift: int = 0  # training: shift each camera image by up to this many pixels (at the model's input size)
 
     # ---- derived sizes, computed here only ----
     @property
@@ -85,7 +94,7 @@ class VLAModelConfig:
     @property
     def tokens_per_image(self) -> int:
         side = self.vision.image_size // self.vision.patch_size
-        return (side // self.scale_factor) ** 2
+        return side**2 if self.vision.kind == "conv" else (side // self.scale_factor) ** 2
 
     def is_self_attn_layer(self, layer: int) -> bool:
         return layer % self.self_attn_every_n_layers == 0
@@ -94,12 +103,17 @@ class VLAModelConfig:
         return dataclasses.replace(self, **changes)
 
     def validate(self) -> None:
+        if self.vision.kind not in VISION_KINDS:
+            raise ValueError(f"vision kind {self.vision.kind!r} is not one of {VISION_KINDS}")
         side = self.vision.image_size // self.vision.patch_size
-        if self.vision.image_size % self.vision.patch_size or side % self.scale_factor:
+        shuffle = 1 if self.vision.kind == "conv" else self.scale_factor
+        if self.vision.image_size % self.vision.patch_size or side % shuffle:
             raise ValueError(
                 f"image_size {self.vision.image_size} must be a multiple of patch_size {self.vision.patch_size} "
                 f"times scale_factor {self.scale_factor}"
             )
+        if self.augment_shift < 0:
+            raise ValueError(f"augment_shift={self.augment_shift} must be >= 0")
         if not 0 <= self.rtc_max_delay < self.chunk_size:
             raise ValueError(f"rtc_max_delay={self.rtc_max_delay} must be in [0, chunk_size={self.chunk_size})")
         if not 1 <= self.num_vlm_layers <= self.text.num_layers:
@@ -130,6 +144,16 @@ PRESETS: dict[str, VLAModelConfig] = {
                         vocab_size=262),
         scale_factor=2, num_vlm_layers=2, chunk_size=10, num_steps=4, max_state_dim=8, max_action_dim=8,
         tokenizer_max_length=24,
+    ),
+    # Trains from scratch on a CPU in minutes: a convolutional tokenizer at the SO-101 cameras' 96 px (6x6 tokens
+    # a camera, so a cube spans several pixels of one token), random-shift augmentation, a narrow 4-layer VLM.
+    "cpu": VLAModelConfig(
+        vision=VisionConfig(hidden_size=128, num_layers=1, num_heads=1, intermediate_size=0, image_size=96,
+                            patch_size=16, kind="conv"),
+        text=TextConfig(hidden_size=128, num_layers=4, num_heads=4, num_kv_heads=2, intermediate_size=384,
+                        vocab_size=262),
+        scale_factor=1, num_vlm_layers=4, chunk_size=16, num_steps=10, max_state_dim=8, max_action_dim=8,
+        tokenizer_max_length=24, augment_shift=4,
     ),
     "small": VLAModelConfig(
         vision=VisionConfig(hidden_size=192, num_layers=4, num_heads=3, intermediate_size=768, image_size=128,

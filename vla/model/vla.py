@@ -26,6 +26,7 @@ from torch import nn
 from vla.model import fused, rtc
 from vla.model.backbone import Backbone
 from vla.model.config import VLAModelConfig
+from vla.model.conv_vision import random_shift
 from vla.model.expert import ActionExpert, ExpertLayer
 from vla.model.flow import loss_mask, masked_mse, noisy_actions, posemb_sincos, sample_time
 from vla.model.image_cache import ImageEmbeddingCache
@@ -121,28 +122,41 @@ class VLAModel(nn.Module):
     def embed_prefix(self, obs: Observation) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """-> context (B, Lc, D) camera+language embeddings, their validity (B, Lc), state token (B, 1, D)."""
         b, n = obs.image_masks.shape
-        images = self.embed_cameras(obs.images)
+        language = self.backbone.embed_tokens(obs.tokens)
+        images = self.embed_cameras(obs.images, self.instruction_vector(language, obs.token_mask))
         per_image = images.shape[1]
         images = images.view(n, b, per_image, -1).transpose(0, 1).reshape(b, n * per_image, -1)
         image_valid = obs.image_masks.repeat_interleave(per_image, dim=1)
-        language = self.backbone.embed_tokens(obs.tokens)
         context = torch.cat([images, language.to(images.dtype)], dim=1)
         valid = torch.cat([image_valid, obs.token_mask], dim=1)
         state = pad_last_dim(obs.state, self.cfg.max_state_dim, "state")
         return context, valid, self.state_proj(state)[:, None]
 
-    def embed_cameras(self, cameras: list[torch.Tensor]) -> torch.Tensor:
-        """N cameras' (B, 3, H, W) images in [0, 1] -> (N*B, tokens_per_image, D), camera-major."""
+    def instruction_vector(self, language: torch.Tensor, mask: torch.Tensor) -> torch.Tensor | None:
+        """The mean of an instruction's token embeddings (B, D), which conditions the conv tokenizer (None for the
+        SigLIP tower, which takes no condition)."""
+        if self.cfg.vision.kind != "conv":
+            return None
+        weights = mask.to(language.dtype)[..., None]
+        return (language * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1.0)
+
+    def embed_cameras(self, cameras: list[torch.Tensor], language: torch.Tensor | None = None) -> torch.Tensor:
+        """N cameras' (B, 3, H, W) images in [0, 1] -> (N*B, tokens_per_image, D), camera-major. `language` (B, D)
+        conditions the conv tokenizer (`instruction_vector`)."""
         backbone = self.backbone
+        shift = self.cfg.augment_shift if self.training else 0
 
         def compute(images: list[torch.Tensor]) -> torch.Tensor:
-            return backbone.embed_images(torch.cat([backbone.preprocess_images(im) for im in images if len(im)]))
+            present = [im for im in images if len(im)]
+            pixels = torch.cat([backbone.preprocess_images(im) for im in present])
+            condition = None if language is None else language.repeat(len(present), 1)
+            return backbone.embed_images(random_shift(pixels, shift), condition)
 
-        if self.image_cache is None or not self.training or backbone.vision_trainable:
+        if (self.image_cache is None or not self.training or shift or language is not None
+                or backbone.vision_trainable):  # fmt: skip
             return compute(cameras)
-        weights = backbone.connector.modality_projection.proj.weight
-        token = (fused.weights_key([backbone.vision, backbone.connector], fused.compute_dtype(weights)),
-                 backbone.image_size, backbone.int8)
+        dtype = fused.compute_dtype(next(backbone.connector.parameters()))
+        token = (fused.weights_key([backbone.vision, backbone.connector], dtype), backbone.image_size, backbone.int8)
         return self.image_cache.embed(cameras, compute, token)
 
     def embed_suffix(self, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:

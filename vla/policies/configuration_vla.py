@@ -1,20 +1,26 @@
 """`--policy.type=vla`: the LeRobot configuration of our VLA policy.
 
-The network's sizes come from a preset of `vla.model.PRESETS` (`tiny`, `small`, `smolvla`) or, with
-`vlm_path`, from that VLM's own transformers config; the fields here override what a user tunes per run
-(chunk, steps, padding sizes, freezing). `model_config()` is the one place that resolves them.
+The network's sizes come from a preset of `vla.model.PRESETS` or, with `vlm_path`, from that VLM's own
+transformers config. The per-run fields (chunk, steps, padding sizes, token length, vision stem, augmentation)
+default to None, which means the preset's value: a preset's values stand unless a flag overrides them, and
+`__post_init__` writes the resolved values back, so a saved config.json holds what was used.
+`model_config()` is the one place that builds the network's config from them.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 from lerobot.configs import FeatureType, NormalizationMode, PreTrainedConfig
 from lerobot.optim import AdamWConfig, CosineDecayWithWarmupSchedulerConfig
 
-from vla.model.config import PRESETS, VLAModelConfig
+from vla.model.config import PRESETS, VISION_KINDS, VLAModelConfig
+from vla.policies.tokenizer import TOKENIZERS, WordTokenizer, build_vocabulary
 
 DTYPES = ("float32", "bfloat16", "int8")
+PRESET_FIELDS = ("chunk_size", "num_steps", "max_state_dim", "max_action_dim", "tokenizer_max_length",
+                 "augment_shift")
 RTC_MODES = ("guidance", "training", "off")
 
 
@@ -47,12 +53,21 @@ class VLAConfig(PreTrainedConfig):
     image_cache_mb: int = 2048
 
     n_obs_steps: int = 1
-    chunk_size: int = 50
-    n_action_steps: int = 50
-    num_steps: int = 10
-    max_state_dim: int = 32
-    max_action_dim: int = 32
-    tokenizer_max_length: int = 48
+    # None: the preset's value (see the module docstring); n_action_steps defaults to the chunk size.
+    chunk_size: int | None = None
+    n_action_steps: int | None = None
+    num_steps: int | None = None
+    max_state_dim: int | None = None
+    max_action_dim: int | None = None
+    tokenizer_max_length: int | None = None  # an instruction longer than this is an error, never cut
+    # "siglip" (the SmolVLM-shaped ViT) or "conv" (a convolutional tokenizer that learns from scratch on small
+    # data, `vla.model.conv_vision`); None: the preset's.
+    vision: str | None = None
+    augment_shift: int | None = None  # random image shift in training, pixels; None: the preset's
+    # "vlm" (the VLM's own; with vlm_path), "words" (a vocabulary of the training dataset's instructions), "bytes".
+    # None: "vlm" with vlm_path, else "words" when the policy is built from a dataset, else "bytes".
+    tokenizer: str | None = None
+    vocabulary: list[str] | None = None  # the "words" tokenizer's; filled from the dataset's tasks
     # Training-time real-time chunking: each sample's first d ~ U{0..rtc_max_delay} actions are given clean and
     # left out of the loss, so deployment can condition a chunk on the actions executing meanwhile (no backward
     # pass). Set it to the inference delay in control ticks you expect (e.g. 200 ms at 30 Hz -> 6, with margin).
@@ -62,6 +77,11 @@ class VLAConfig(PreTrainedConfig):
     # (inference-time inpainting, any checkpoint), "training" (needs rtc_max_delay >= the delay), "off".
     rtc_mode: str = "guidance"
     rtc_beta: float = 5.0  # the guidance weight's clip (RTC paper's beta)
+
+    # Keep an exponential moving average of the trained weights (updated after every optimiser step) and save it
+    # as the checkpoint's weights; 0 = off. The decay warms up as min(ema_decay, (1 + n) / (10 + n)) at update n.
+    # A resumed run continues from the saved (averaged) weights.
+    ema_decay: float = 0.0
 
     normalization_mapping: dict[str, NormalizationMode] = field(
         default_factory=lambda: {
@@ -85,16 +105,56 @@ class VLAConfig(PreTrainedConfig):
         super().__post_init__()
         if self.preset not in PRESETS:
             raise ValueError(f"--policy.preset={self.preset!r} is not one of {sorted(PRESETS)}")
+        preset = PRESETS[self.preset]
+        for name in PRESET_FIELDS:
+            if getattr(self, name) is None:
+                setattr(self, name, getattr(preset, name))
+        if self.vision is None:
+            self.vision = preset.vision.kind
+        if self.n_action_steps is None:
+            self.n_action_steps = self.chunk_size
+        if self.vision not in VISION_KINDS:
+            raise ValueError(f"--policy.vision={self.vision!r} is not one of {VISION_KINDS}")
+        if self.tokenizer is not None and self.tokenizer not in TOKENIZERS:
+            raise ValueError(f"--policy.tokenizer={self.tokenizer!r} is not one of {TOKENIZERS}")
+        if self.tokenizer == "vlm" and not self.vlm_path:
+            raise ValueError("--policy.tokenizer=vlm needs --policy.vlm_path")
         if self.dtype not in DTYPES:
             raise ValueError(f"--policy.dtype={self.dtype!r} is not one of {DTYPES}")
         if self.rtc_mode not in RTC_MODES:
             raise ValueError(f"--policy.rtc_mode={self.rtc_mode!r} is not one of {RTC_MODES}")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ValueError(f"--policy.ema_decay={self.ema_decay} must be in [0, 1) (0 = off)")
         if self.image_cache_mb < 0:
             raise ValueError(f"--policy.image_cache_mb={self.image_cache_mb} must be 0 (off) or a size in MiB")
-        if not 1 <= self.n_action_steps <= self.chunk_size:
+        if not 1 <= self.n_action_steps <= self.chunk_size:  # type: ignore[operator]
             raise ValueError(
                 f"n_action_steps={self.n_action_steps} must be between 1 and chunk_size={self.chunk_size}"
             )
+
+    @property
+    def tokenizer_kind(self) -> str:
+        return self.tokenizer or ("vlm" if self.vlm_path else "bytes")
+
+    @property
+    def max_tokens(self) -> int:
+        assert self.tokenizer_max_length is not None  # __post_init__ resolved it
+        return self.tokenizer_max_length
+
+    def adopt_dataset_tasks(self, tasks: list[str]) -> None:
+        """Choose the tokenizer for a policy built from a dataset: "words" over its instructions unless another was
+        asked for (or a VLM brings its own); keep an existing vocabulary (a checkpoint's)."""
+        if self.tokenizer is None and not self.vlm_path and tasks:
+            self.tokenizer = "words"
+        if self.tokenizer == "words" and self.vocabulary is None:
+            self.vocabulary = build_vocabulary(tasks)
+
+    def resolve_tokenizer(self) -> None:
+        """Fix the tokenizer choice (saved with the config); "words" without a vocabulary is an error."""
+        self.tokenizer = self.tokenizer_kind
+        if self.tokenizer == "words" and not self.vocabulary:
+            raise ValueError("--policy.tokenizer=words needs a vocabulary: build the policy from a dataset (its tasks "
+                             "give the words) or pass --policy.vocabulary")
 
     def model_config(self) -> VLAModelConfig:
         cfg = PRESETS[self.preset]
@@ -105,10 +165,15 @@ class VLAConfig(PreTrainedConfig):
             cfg = cfg.replace(num_vlm_layers=min(cfg.num_vlm_layers, cfg.text.num_layers))
         if self.num_vlm_layers is not None:
             cfg = cfg.replace(num_vlm_layers=self.num_vlm_layers)
+        if self.vision is not None and self.vision != cfg.vision.kind:
+            cfg = cfg.replace(vision=dataclasses.replace(cfg.vision, kind=self.vision))
+        if self.tokenizer_kind == "words":
+            vocab_size = WordTokenizer(self.vocabulary or []).vocab_size
+            cfg = cfg.replace(text=dataclasses.replace(cfg.text, vocab_size=vocab_size))
         return cfg.replace(
             chunk_size=self.chunk_size, num_steps=self.num_steps, max_state_dim=self.max_state_dim,
             max_action_dim=self.max_action_dim, tokenizer_max_length=self.tokenizer_max_length,
-            freeze_vlm=self.vlm_frozen, rtc_max_delay=self.rtc_max_delay,
+            augment_shift=self.augment_shift, freeze_vlm=self.vlm_frozen, rtc_max_delay=self.rtc_max_delay,
         )
 
     @property
@@ -151,7 +216,7 @@ class VLAConfig(PreTrainedConfig):
 
     @property
     def action_delta_indices(self) -> list[int]:
-        return list(range(self.chunk_size))
+        return list(range(self.chunk_size or 0))
 
     @property
     def reward_delta_indices(self) -> None:

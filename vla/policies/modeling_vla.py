@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import contextvars
 from collections import deque
-from contextlib import AbstractContextManager, nullcontext
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -80,9 +81,13 @@ class VLAPolicy(PreTrainedPolicy):
     # release reads this attribute): the expert's layers, the VLM's text layers and its vision encoder layers.
     _fsdp_wrap_modules = ("ExpertLayer", "LlamaDecoderLayer", "SmolVLMEncoderLayer")
 
-    def __init__(self, config: VLAConfig, **kwargs: Any) -> None:
+    def __init__(self, config: VLAConfig, dataset_meta: Any = None, **kwargs: Any) -> None:
         super().__init__(config)
         config.validate_features()
+        tasks = getattr(dataset_meta, "tasks", None)
+        if tasks is not None and not _loading_checkpoint.get():  # a checkpoint keeps the tokenizer it was trained with
+            config.adopt_dataset_tasks([str(task) for task in tasks.index])
+        config.resolve_tokenizer()
         self.config: VLAConfig = config
         if config.keep_freed_memory:
             keep_freed_memory()
@@ -107,6 +112,8 @@ class VLAPolicy(PreTrainedPolicy):
         self.state_dim = config.robot_state_feature.shape[0] if config.robot_state_feature else 0
         self._queue: deque[Tensor] = deque()
         self._rank_rng_offset = False
+        self._ema: list[Tensor] | None = None
+        self._ema_updates = 0
 
     @classmethod
     def from_pretrained(cls, pretrained_name_or_path: str | Path, *args: Any, **kwargs: Any) -> VLAPolicy:  # type: ignore[override]
@@ -170,6 +177,38 @@ class VLAPolicy(PreTrainedPolicy):
     # ------------------------------------------------------------------ LeRobot interface
     def reset(self) -> None:
         self._queue.clear()
+
+    def update(self) -> None:
+        """LeRobot's training loop calls this after every optimiser step: move the weights' moving average
+        (`ema_decay`), which the checkpoint saves in place of the raw weights."""
+        if self.config.ema_decay <= 0:
+            return
+        params = [p.detach() for p in self.parameters() if p.requires_grad]
+        if self._ema is None or len(self._ema) != len(params):
+            self._ema, self._ema_updates = [p.clone() for p in params], 0
+        self._ema_updates += 1
+        decay = min(self.config.ema_decay, (1 + self._ema_updates) / (10 + self._ema_updates))
+        torch._foreach_lerp_(self._ema, params, 1.0 - decay)
+
+    @contextmanager
+    def averaged_weights(self) -> Iterator[None]:
+        """Within the block the trained parameters hold their moving average (when one is kept)."""
+        if self._ema is None:
+            yield
+            return
+        params = [p for p in self.parameters() if p.requires_grad]
+        with torch.no_grad():
+            raw = [p.detach().clone() for p in params]
+            torch._foreach_copy_(params, self._ema)
+        try:
+            yield
+        finally:
+            with torch.no_grad():
+                torch._foreach_copy_(params, raw)
+
+    def _save_pretrained(self, save_directory: Path, state_dict: dict[str, Tensor] | None = None) -> None:
+        with self.averaged_weights():
+            super()._save_pretrained(save_directory, state_dict=state_dict)
 
     def get_optim_params(self) -> list[torch.nn.Parameter]:  # type: ignore[override]
         return [p for p in self.parameters() if p.requires_grad]

@@ -7,6 +7,7 @@ Post: unnormalise actions -> CPU.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,22 +36,31 @@ from lerobot.utils.constants import (
 )
 
 from vla.policies.configuration_vla import VLAConfig
-from vla.policies.tokenizer import Tokenizer, load_tokenizer
+from vla.policies.tokenizer import Tokenizer, WordTokenizer, load_tokenizer
 
+logger = logging.getLogger(__name__)
 Features = dict[PipelineFeatureType, dict[str, PolicyFeature]]
 
 
 @ProcessorStepRegistry.register(name="vla_tokenizer")
 @dataclass
 class VLATokenizerStep(ProcessorStep):
-    """Tokenise `complementary_data["task"]` into `observation.language.{tokens,attention_mask}`."""
+    """Tokenise `complementary_data["task"]` into `observation.language.{tokens,attention_mask}`.
+
+    `kind` is the policy's tokenizer (`vla.policies.tokenizer`); processors saved before it existed have none and
+    mean the VLM's tokenizer with `vlm_path`, bytes without. An instruction with words outside a word vocabulary is
+    logged once (they become UNK)."""
 
     vlm_path: str | None = None
     max_length: int = 48
+    kind: str | None = None
+    vocabulary: list[str] | None = None
     tokenizer: Tokenizer = field(init=False, repr=False)
+    _warned: set[str] = field(init=False, repr=False, default_factory=set)
 
     def __post_init__(self) -> None:
-        self.tokenizer = load_tokenizer(self.vlm_path)
+        self.kind = self.kind or ("vlm" if self.vlm_path else "bytes")
+        self.tokenizer = load_tokenizer(self.kind, self.vlm_path, self.vocabulary)
 
     def __call__(self, transition: EnvTransition) -> EnvTransition:
         extra = transition.get(TransitionKey.COMPLEMENTARY_DATA) or {}
@@ -58,6 +68,8 @@ class VLATokenizerStep(ProcessorStep):
             raise ValueError("the batch has no 'task' (language instruction); the VLA needs one per sample")
         task = extra["task"]
         texts = [task] if isinstance(task, str) else list(task)
+        if isinstance(self.tokenizer, WordTokenizer):
+            self._warn_unknown(self.tokenizer, texts)
         ids, mask = self.tokenizer(texts, self.max_length)
         observation = dict(transition[TransitionKey.OBSERVATION] or {})
         observation[OBS_LANGUAGE_TOKENS], observation[OBS_LANGUAGE_ATTENTION_MASK] = ids, mask
@@ -65,8 +77,17 @@ class VLATokenizerStep(ProcessorStep):
         out[TransitionKey.OBSERVATION] = observation
         return out  # type: ignore[return-value]
 
+    def _warn_unknown(self, tokenizer: WordTokenizer, texts: list[str]) -> None:
+        for text in texts:
+            unknown = [w for w in tokenizer.unknown_words(text) if w not in self._warned]
+            if unknown:
+                self._warned.update(unknown)
+                logger.warning("instruction %r has words this policy never saw in training: %s (read as unknown)",
+                               text, ", ".join(unknown))
+
     def get_config(self) -> dict[str, Any]:
-        return {"vlm_path": self.vlm_path, "max_length": self.max_length}
+        return {"vlm_path": self.vlm_path, "max_length": self.max_length, "kind": self.kind,
+                "vocabulary": self.vocabulary}
 
     def transform_features(self, features: Features) -> Features:
         return features
@@ -104,7 +125,8 @@ def make_vla_pre_post_processors(
     pre = [
         RenameObservationsProcessorStep(rename_map={}),
         AddBatchDimensionProcessorStep(),
-        VLATokenizerStep(vlm_path=config.vlm_path, max_length=config.tokenizer_max_length),
+        VLATokenizerStep(vlm_path=config.vlm_path, max_length=config.max_tokens, kind=config.tokenizer_kind,
+                         vocabulary=config.vocabulary),
         CheckFiniteStep(),
         DeviceProcessorStep(device=config.device or "cpu"),
         NormalizerProcessorStep(features=features, norm_map=config.normalization_mapping, stats=dataset_stats),

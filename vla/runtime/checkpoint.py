@@ -42,7 +42,7 @@ class CheckpointPolicy:
         cameras = {key.removeprefix("observation.images."): (int(ft.shape[1]), int(ft.shape[2]))
                    for key, ft in config.image_features.items()}  # fmt: skip
         self.spec = PolicySpec(
-            chunk_size=config.chunk_size, action_names=tuple(self._names("action", config.action_feature)),
+            chunk_size=int(config.chunk_size or 0), action_names=tuple(self._names("action", config.action_feature)),
             state_names=tuple(self._names("observation.state", config.robot_state_feature)), cameras=cameras,
             fps=fps, supports_prefix=rtc_mode != "off",
         )  # fmt: skip

@@ -1,0 +1,175 @@
+"""`make bench-learn`: which policy learns an SO-101 task best from the same demonstrations in the same CPU time.
+
+For each task: the scripted expert records `--episodes` demonstrations once (LeRobot v3, two 96x96 cameras, seeds
+from 0) and their frame cache is built. Then every policy trains on them with `vla train` (LeRobot's training
+loop; every policy reads the same frame cache, so data loading costs all of them alike) for the same wall-clock
+budget: a 30-step probe measures each policy's seconds per step on this machine, and the run gets as many steps
+as fit in `--budget-min`. Checkpoints at 1/4, 1/2, 3/4 and all of the budget are rolled out by one harness
+(`vla.envs.rollout`, any LeRobot checkpoint) on seeds from 1,000,000, disjoint from the recording seeds: the
+final ones for `--rollouts` episodes, the earlier ones for a quarter as many, for the success-against-minutes plot.
+
+Policies and their settings (as a user would set them for a CPU, from scratch: nothing can be downloaded here):
+  vla        --policy.preset=cpu (conv tokenizer with FiLM, word vocabulary, shift augmentation), chunk 16,
+             8 actions executed per chunk, lr 5e-4, 100 warm-up steps, cosine decay over the run, weights' moving
+             average 0.999, batch 32
+  act        LeRobot ACT defaults except: chunk 16 and 8 actions executed (its default 100 spans two whole
+             pick episodes), no pretrained ResNet-18 weights (offline), batch 32
+  diffusion  LeRobot Diffusion Policy defaults (2 observation steps, U-Net, ResNet-18) except: the Diffusion
+             Policy paper's horizon 16 with 8 actions executed and 84 px random crop of the 96 px frames (0.6.1's
+             defaults are horizon 64, 32 actions, no crop), no pretrained ResNet-18 weights, 10 DDIM inference
+             steps instead of 100 DDPM ones (a CPU user's setting), batch 32
+LeRobot's SmolVLA is left out: training it needs its VLM's tokenizer and processor from the Hub.
+
+    python benchmarks/bench_learn.py [--tasks so101/pick-color] [--policies vla act diffusion] [--budget-min 10]
+                                     [--episodes 200] [--rollouts 100] [--out outputs/bench_learn]
+
+Runs of this length must run alone on the machine. Prints a table and writes results.json and success.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+POLICIES: dict[str, list[str]] = {
+    "vla": ["--policy.type=vla", "--policy.preset=cpu", "--policy.n_action_steps=8", "--policy.optimizer_lr=5e-4",
+            "--policy.scheduler_warmup_steps=100", "--policy.ema_decay=0.999"],
+    "act": ["--policy.type=act", "--policy.chunk_size=16", "--policy.n_action_steps=8",
+            "--policy.pretrained_backbone_weights=null"],
+    "diffusion": ["--policy.type=diffusion", "--policy.horizon=16", "--policy.n_action_steps=8",
+                  "--policy.crop_shape=[84,84]", "--policy.pretrained_backbone_weights=null",
+                  "--policy.noise_scheduler_type=DDIM", "--policy.num_inference_steps=10"],
+}
+QUARTERS = (0.25, 0.5, 0.75, 1.0)
+UPDATE = re.compile(r"updt_s:([\d.]+) data_s:([\d.]+)")
+
+
+def vla_train(args: list[str], log: Path) -> None:
+    cmd = [str(Path(sys.executable).with_name("vla")), "train", *args]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    with log.open("w") as out:
+        if subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT, env=env).returncode:
+            raise SystemExit(f"training failed: {' '.join(cmd)}\n  its output: {log}")
+
+
+def common(data: Path, repo_id: str, out: Path, steps: int, save_freq: int) -> list[str]:
+    return [f"--dataset.repo_id={repo_id}", f"--dataset.root={data}", f"--output_dir={out}", f"--steps={steps}",
+            f"--save_freq={save_freq}", "--log_freq=10", "--batch_size=32", "--num_workers=1",
+            "--wandb.enable=false", "--env_eval_freq=0", "--policy.push_to_hub=false", "--policy.device=cpu"]
+
+
+def seconds_per_step(policy: str, data: Path, repo_id: str, work: Path) -> float:
+    """Mean seconds per training step (update + data) over steps 11-30 of a probe run."""
+    out = work / f"probe-{policy}"
+    shutil.rmtree(out, ignore_errors=True)
+    log = work / f"probe-{policy}.log"
+    vla_train([*POLICIES[policy], *common(data, repo_id, out, 30, 10_000)], log)
+    times = [float(u) + float(d) for u, d in UPDATE.findall(log.read_text())]
+    if len(times) < 2:
+        raise SystemExit(f"no step timings in {log}")
+    return sum(times[1:]) / len(times[1:])
+
+
+def schedule_flags(policy: str, steps: int) -> list[str]:
+    return [f"--policy.scheduler_decay_steps={steps}"] if policy == "vla" else []
+
+
+def run_task(task: str, policies: list[str], args: argparse.Namespace) -> list[dict[str, Any]]:
+    from vla.datasets.cache import build_cache
+    from vla.envs.collect import record
+    from vla.envs.rollout import rollout
+
+    work = args.out / task.replace("/", "_")
+    data, repo_id = work / "data", f"local/{task.replace('/', '_')}"
+    if not (data / "meta" / "info.json").is_file():
+        print(f"[{task}] recording {args.episodes} expert demonstrations", flush=True)
+        record(task, args.episodes, data, repo_id=repo_id)
+        build_cache(data, progress=False)
+    rows = []
+    for policy in policies:
+        per_step = seconds_per_step(policy, data, repo_id, work)
+        steps = max(40, int(args.budget_min * 60 / per_step))
+        save_freq = max(1, steps // len(QUARTERS))
+        print(f"[{task}] {policy}: {per_step:.3f} s/step -> {steps} steps in {args.budget_min} min", flush=True)
+        out = work / policy
+        shutil.rmtree(out, ignore_errors=True)
+        started = time.perf_counter()
+        vla_train([*POLICIES[policy], *schedule_flags(policy, steps), *common(data, repo_id, out, steps, save_freq)],
+                  work / f"train-{policy}.log")  # fmt: skip
+        minutes = (time.perf_counter() - started) / 60
+        curve = []
+        for i, fraction in enumerate(QUARTERS, start=1):
+            step = steps if fraction == 1.0 else save_freq * i
+            ckpt = out / "checkpoints" / f"{step:06d}" / "pretrained_model"
+            if not ckpt.is_dir():
+                continue
+            episodes = args.rollouts if fraction == 1.0 else max(10, args.rollouts // 4)
+            result = rollout(str(ckpt), task, episodes=episodes, n_envs=4, out=work / f"rollout-{policy}-{step}",
+                             videos=2 if fraction == 1.0 else 0)  # fmt: skip
+            curve.append({"step": step, "minutes": minutes * fraction, "episodes": result.episodes,
+                          "successes": result.successes, "ci95": result.ci95,
+                          "wrong_object": result.wrong_object, "per_target": result.per_target})
+            print(f"    step {step}: {result.successes}/{result.episodes}", flush=True)
+        rows.append({"task": task, "policy": policy, "settings": POLICIES[policy], "steps": steps,
+                     "seconds_per_step": per_step, "train_minutes": minutes, "curve": curve})
+    return rows
+
+
+def plot(rows: list[dict[str, Any]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    tasks = sorted({r["task"] for r in rows})
+    fig, axes = plt.subplots(1, len(tasks), figsize=(5 * len(tasks), 3.6), squeeze=False)
+    for ax, task in zip(axes[0], tasks, strict=True):
+        for r in (r for r in rows if r["task"] == task):
+            xs = [c["minutes"] for c in r["curve"]]
+            ys = [c["successes"] / c["episodes"] for c in r["curve"]]
+            ax.plot(xs, ys, marker="o", label=r["policy"])
+        ax.set(title=task, xlabel="training minutes (2 CPU cores)", ylabel="success rate", ylim=(-0.02, 1.02))
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--tasks", nargs="+", default=["so101/pick-color"])
+    parser.add_argument("--policies", nargs="+", default=list(POLICIES), choices=list(POLICIES))
+    parser.add_argument("--budget-min", type=float, default=10.0, help="training wall-clock minutes per policy")
+    parser.add_argument("--episodes", type=int, default=200, help="demonstrations recorded per task")
+    parser.add_argument("--rollouts", type=int, default=100, help="evaluation episodes of each final checkpoint")
+    parser.add_argument("--out", type=Path, default=ROOT / "outputs" / "bench_learn")
+    args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    print(f"CPU: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; budget {args.budget_min} min "
+          f"per policy, {args.episodes} demonstrations, {args.rollouts} evaluation episodes", flush=True)
+    rows = [row for task in args.tasks for row in run_task(task, args.policies, args)]
+    (args.out / "results.json").write_text(json.dumps(rows, indent=2))
+    plot(rows, args.out / "success.png")
+    print("\n| task | policy | steps | train min | success (final) | 95% CI | wrong object |")
+    print("|---|---|---|---|---|---|---|")
+    for r in rows:
+        final = r["curve"][-1]
+        low, high = final["ci95"]
+        print(f"| {r['task']} | {r['policy']} | {r['steps']} | {r['train_minutes']:.1f} | "
+              f"{final['successes']}/{final['episodes']} | {low:.0%}-{high:.0%} | {final['wrong_object']} |")
+    print(f"\nresults: {args.out / 'results.json'}\nplot:    {args.out / 'success.png'}")
+
+
+if __name__ == "__main__":
+    main()
