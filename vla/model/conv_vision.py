@@ -101,7 +101,7 @@ class ConvVision(nn.Module):
         x = self.patchify(pixels, site())
         for down, blocks in zip(self.downs, self.blocks, strict=True):
             x = down(x, site())
-            for block in blocks:  # type: ignore[attr-defined]  (an nn.ModuleList of ResidualBlock)
+            for block in blocks.children():
                 x = block(x, site())
         return x.flatten(2).transpose(1, 2)
 
