@@ -75,3 +75,25 @@ def test_pretrained_weights_need_the_siglip_tower(tmp_path: object) -> None:
 
     with pytest.raises(ValueError, match="need the SigLIP tower"):
         Backbone.from_pretrained(str(tmp_path), CPU)
+
+
+def test_the_instruction_conditions_the_image_tokens_through_film() -> None:
+    """FiLM starts as the identity (zero weights); once trained, two instructions give the same image different
+    tokens, and the model passes each sample's own instruction vector (padding excluded)."""
+    torch.manual_seed(0)
+    model = TINY_CONV.create().eval()
+    image = torch.rand(2, 3, 32, 32)
+    red, blue = torch.randn(1, TINY_CONV.text.hidden_size).expand(2, -1), torch.randn(2, TINY_CONV.text.hidden_size)
+    plain = model.embed_cameras([image])
+    torch.testing.assert_close(model.embed_cameras([image], red), plain)  # zero-initialised: identity
+    with torch.no_grad():
+        model.backbone.vision.film.weight.normal_(0, 0.1)
+    a, b = model.embed_cameras([image], red), model.embed_cameras([image], blue)
+    assert not torch.allclose(a, b, atol=1e-3) and not torch.allclose(a, plain, atol=1e-3)
+
+    tokens = torch.tensor([[1, 5, 6, 2, 0, 0], [1, 5, 6, 2, 7, 7]])
+    mask = torch.tensor([[True] * 4 + [False] * 2, [True] * 6])
+    vector = model.instruction_vector(model.backbone.embed_tokens(tokens), mask)
+    assert vector is not None
+    torch.testing.assert_close(vector[0], model.backbone.embed_tokens(tokens[0, :4]).mean(0))
+    torch.testing.assert_close(vector[1], model.backbone.embed_tokens(tokens[1]).mean(0))
