@@ -27,6 +27,7 @@ bench: bench-model bench-bus bench-sim bench-loop bench-data bench-server
 
 # not part of `make bench`: it trains several policies for minutes each (run it alone on the machine)
 bench-learn: $(STAMP)
+	$(PY) -m pip install --quiet -e ".[dev,bench]"
 	$(PY) benchmarks/bench_learn.py
 
 bench-model: $(STAMP)

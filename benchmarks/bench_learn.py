@@ -23,7 +23,8 @@ LeRobot's SmolVLA is left out: training it needs its VLM's tokenizer and process
     python benchmarks/bench_learn.py [--tasks so101/pick-color] [--policies vla act diffusion] [--budget-min 10]
                                      [--episodes 200] [--rollouts 100] [--out outputs/bench_learn]
 
-Runs of this length must run alone on the machine. Prints a table and writes results.json and success.png.
+Needs diffusers for Diffusion Policy: `pip install -e ".[bench]"` (`make bench-learn` does it). Runs of this length
+must run alone on the machine. Prints a table and writes results.json and success.png.
 """
 
 from __future__ import annotations
