@@ -83,3 +83,17 @@ def test_stats_command_writes_files_lerobot_loads(video_ds: Path, fresh_copy, tm
     assert np.allclose(meta.stats[FRONT]["std"].ravel(), pixels.std(0), rtol=1e-9)  # LeRobot wrote 0.001-0.06
     assert json.loads((tmp_path / "merged.json").read_text()).keys() == json.loads(
         (root / "meta" / "stats.json").read_text()).keys()
+
+
+@pytest.mark.parametrize("fps", ["thirty", 0, 29.5, True])
+def test_a_damaged_frame_rate_is_one_line_naming_the_file(fps: object, video_ds: Path, fresh_copy,  # type: ignore[no-untyped-def]
+                                                          capsys: pytest.CaptureFixture) -> None:
+    root = fresh_copy(video_ds)
+    info_path = root / "meta" / "info.json"
+    info = json.loads(info_path.read_text())
+    info["fps"] = fps
+    info_path.write_text(json.dumps(info))
+    code = main(["data", "stats", str(root)])
+    err = capsys.readouterr().err
+    assert code != 0 and str(info_path) in err and f"fps is {fps!r}" in err, err
+    assert "Traceback" not in err and "unexpected" not in err

@@ -75,7 +75,11 @@ class LeRobotSource:
             if key not in self.info:
                 raise DatasetError(info_path, f"has no '{key}' entry", "the file is damaged; restore it")
         self.features: dict[str, dict] = self.info["features"]
-        self.fps = int(self.info["fps"])
+        fps = self.info["fps"]
+        if isinstance(fps, bool) or not isinstance(fps, int | float) or not fps > 0 or fps != int(fps):
+            raise DatasetError(info_path, f"fps is {fps!r}; it must be a positive whole number of frames per second",
+                               "the file is damaged; restore it or set the recording's frame rate")
+        self.fps = int(fps)
         self.cameras = [k for k, ft in self.features.items() if ft.get("dtype") in CAMERA_DTYPES]
         self.video_keys = [k for k in self.cameras if self.features[k]["dtype"] == "video"]
         self.episodes = self._read_episodes()
