@@ -36,7 +36,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from vla.datasets.errors import DatasetError, reading
-from vla.datasets.lerobot_io import CAMERA_DTYPES, DEFAULT_TOLERANCE_S, NUMERIC_DTYPES, LeRobotSource
+from vla.datasets.lerobot_io import (
+    CAMERA_DTYPES,
+    DEFAULT_TOLERANCE_S,
+    NUMERIC_DTYPES,
+    LeRobotSource,
+    whole_number,
+)
 from vla.datasets.stats import Stats, lowdim_stats, read_stats
 
 INDEX_COLUMNS = {"timestamp": "float32", "frame_index": "int64", "episode_index": "int64", "index": "int64",
@@ -120,23 +126,15 @@ def check_dataset(root: str | Path, frames: bool = True, stats: bool = True,
 # --- 1. info.json and schema --------------------------------------------------------------------------------------
 
 
-def _whole(low: int) -> Callable[[object], bool]:
-    def valid(value: object) -> bool:
-        return (isinstance(value, int | float) and not isinstance(value, bool) and float(value).is_integer()
-                and value >= low)
-
-    return valid
-
-
 def _feature_map(value: object) -> bool:
     return isinstance(value, dict) and all(isinstance(ft, dict) for ft in value.values())
 
 
 # field: (valid, what it must be); a missing field is reported by LeRobotSource
 INFO_FIELDS: dict[str, tuple[Callable[[object], bool], str]] = {
-    "fps": (_whole(1), "a positive whole number of frames per second, e.g. 30"),
-    "total_episodes": (_whole(0), "a whole number >= 0"),
-    "total_frames": (_whole(0), "a whole number >= 0"),
+    "fps": (whole_number(1), "a positive whole number of frames per second, e.g. 30"),
+    "total_episodes": (whole_number(0), "a whole number >= 0"),
+    "total_frames": (whole_number(0), "a whole number >= 0"),
     "features": (_feature_map, "an object mapping each feature name to an object with its dtype and shape"),
     "data_path": (lambda v: isinstance(v, str), 'a path template such as '
                   '"data/chunk-{chunk_index:03d}/file-{file_index:03d}.parquet"'),

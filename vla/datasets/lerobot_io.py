@@ -56,6 +56,16 @@ class Episode:
         return self.stop - self.start
 
 
+def whole_number(low: int) -> Callable[[object], bool]:
+    """A validator of JSON numbers: a whole number (1 or 1.0, never true/false) of at least `low`."""
+
+    def valid(value: object) -> bool:
+        return (isinstance(value, int | float) and not isinstance(value, bool) and float(value).is_integer()
+                and value >= low)
+
+    return valid
+
+
 class LeRobotSource:
     """A LeRobot v3 dataset directory, read without `LeRobotDataset`. Raises `DatasetError` on bad input."""
 
@@ -76,7 +86,7 @@ class LeRobotSource:
                 raise DatasetError(info_path, f"has no '{key}' entry", "the file is damaged; restore it")
         self.features: dict[str, dict] = self.info["features"]
         fps = self.info["fps"]
-        if isinstance(fps, bool) or not isinstance(fps, int | float) or not fps > 0 or fps != int(fps):
+        if not whole_number(1)(fps):
             raise DatasetError(info_path, f"fps is {fps!r}; it must be a positive whole number of frames per second",
                                "the file is damaged; restore it or set the recording's frame rate")
         self.fps = int(fps)
