@@ -16,7 +16,7 @@ from lerobot.configs import FeatureType, NormalizationMode, PreTrainedConfig
 from lerobot.optim import AdamWConfig, CosineDecayWithWarmupSchedulerConfig
 
 from vla.model.config import PRESETS, VISION_KINDS, VLAModelConfig
-from vla.policies.tokenizer import TOKENIZERS, WordTokenizer, build_vocabulary
+from vla.policies.tokenizer import TOKENIZERS, WordTokenizer, build_vocabulary, default_kind
 
 DTYPES = ("float32", "bfloat16", "int8")
 PRESET_FIELDS = ("chunk_size", "num_steps", "max_state_dim", "max_action_dim", "tokenizer_max_length",
@@ -134,7 +134,7 @@ class VLAConfig(PreTrainedConfig):
 
     @property
     def tokenizer_kind(self) -> str:
-        return self.tokenizer or ("vlm" if self.vlm_path else "bytes")
+        return self.tokenizer or default_kind(self.vlm_path)
 
     @property
     def max_tokens(self) -> int:

@@ -36,7 +36,7 @@ from lerobot.utils.constants import (
 )
 
 from vla.policies.configuration_vla import VLAConfig
-from vla.policies.tokenizer import Tokenizer, WordTokenizer, load_tokenizer
+from vla.policies.tokenizer import Tokenizer, WordTokenizer, default_kind, load_tokenizer
 
 logger = logging.getLogger(__name__)
 Features = dict[PipelineFeatureType, dict[str, PolicyFeature]]
@@ -56,10 +56,11 @@ class VLATokenizerStep(ProcessorStep):
     kind: str | None = None
     vocabulary: list[str] | None = None
     tokenizer: Tokenizer = field(init=False, repr=False)
-    _warned: set[str] = field(init=False, repr=False, default_factory=set)
+    _warned: set[str] = field(init=False, repr=False, default_factory=set)  # unknown words already logged
+    _checked: set[str] = field(init=False, repr=False, default_factory=set)  # instructions already looked at
 
     def __post_init__(self) -> None:
-        self.kind = self.kind or ("vlm" if self.vlm_path else "bytes")
+        self.kind = self.kind or default_kind(self.vlm_path)
         self.tokenizer = load_tokenizer(self.kind, self.vlm_path, self.vocabulary)
 
     def __call__(self, transition: EnvTransition) -> EnvTransition:
@@ -78,7 +79,8 @@ class VLATokenizerStep(ProcessorStep):
         return out  # type: ignore[return-value]
 
     def _warn_unknown(self, tokenizer: WordTokenizer, texts: list[str]) -> None:
-        for text in texts:
+        for text in set(texts) - self._checked:  # each distinct instruction once, not every sample of every batch
+            self._checked.add(text)
             unknown = [w for w in tokenizer.unknown_words(text) if w not in self._warned]
             if unknown:
                 self._warned.update(unknown)

@@ -119,10 +119,15 @@ class PretrainedTokenizer:
             self.inner.pad_token = self.inner.eos_token
 
     def __call__(self, texts: list[str], max_length: int) -> tuple[torch.Tensor, torch.Tensor]:
-        for text in texts:
-            _check_length(text, len(self.inner(text)["input_ids"]), max_length)
-        out = self.inner(texts, padding="longest", padding_side="right", return_tensors="pt")
-        return out["input_ids"].to(torch.int64), out["attention_mask"].to(torch.bool)
+        encoded = [list(ids) for ids in self.inner(texts)["input_ids"]]  # once, unpadded; right-padded below
+        for text, e in zip(texts, encoded, strict=True):
+            _check_length(text, len(e), max_length)
+        return _pad(encoded, int(self.inner.pad_token_id))
+
+
+def default_kind(vlm_path: str | None) -> str:
+    """The tokenizer when none was chosen (and for processors saved before the choice existed)."""
+    return "vlm" if vlm_path else "bytes"
 
 
 def load_tokenizer(kind: str, vlm_path: str | None = None, vocabulary: list[str] | None = None) -> Tokenizer:
