@@ -37,6 +37,7 @@ import numpy as np
 from vla.datasets.errors import DatasetError
 from vla.datasets.frame_store import FrameArrayWriter
 from vla.datasets.lerobot_io import DEFAULT_TOLERANCE_S, LeRobotSource, dataset_files, file_fingerprint, file_stamp
+from vla.files import write_json_atomic
 
 log = logging.getLogger(__name__)
 
@@ -106,9 +107,7 @@ def record_stamps(cache: Path, new_stamps: dict[str, list[int]]) -> None:
     try:
         meta = json.loads(meta_path.read_text())
         meta["attributes"][MANIFEST_KEY]["dataset"]["stamps"] = new_stamps
-        tmp = meta_path.with_name(f".zarr.json.{os.getpid()}")
-        tmp.write_text(json.dumps(meta, indent=2))
-        os.replace(tmp, meta_path)
+        write_json_atomic(meta_path, meta)
     except (OSError, ValueError, KeyError, TypeError):
         pass
 

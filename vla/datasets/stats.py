@@ -28,6 +28,7 @@ from vla.datasets.cache import cache_status
 from vla.datasets.errors import DatasetError
 from vla.datasets.frame_store import FrameArrayReader
 from vla.datasets.lerobot_io import LeRobotSource
+from vla.files import write_json_atomic
 
 QUANTILES = {"q01": 0.01, "q10": 0.10, "q50": 0.50, "q90": 0.90, "q99": 0.99}
 Stats = dict[str, dict[str, np.ndarray]]
@@ -140,13 +141,8 @@ def compute_stats(roots: list[str | Path], images: bool = True, progress: bool =
 
 def write_stats(stats: Stats, path: Path) -> None:
     """Write LeRobot's stats.json format (nested lists) to `path`."""
-    import json
-
-    path.parent.mkdir(parents=True, exist_ok=True)
     payload = {k: {s: np.asarray(v).tolist() for s, v in d.items()} for k, d in stats.items()}
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=4))
-    tmp.replace(path)
+    write_json_atomic(path, payload, indent=4)
 
 
 def read_stats(path: Path) -> Stats:

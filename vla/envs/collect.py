@@ -19,6 +19,7 @@ import numpy as np
 from vla.datasets.stats import compute_stats, write_stats
 from vla.datasets.writer import EpisodeWriter
 from vla.envs.suite import dataset_features, make_env, make_expert
+from vla.files import write_json_atomic
 from vla.signals import sigterm_as_interrupt
 
 RECORD_META = "meta/vla_record.json"
@@ -90,7 +91,7 @@ def record(
                     bar.update(1)
                 else:
                     writer.discard()
-                state_path.write_text(json.dumps({"env": env_name, "next_seed": next_seed}))
+                write_json_atomic(state_path, {"env": env_name, "next_seed": next_seed})
                 bar.set_postfix(expert_success=f"{successes}/{attempted}")
         finally:
             bar.close()

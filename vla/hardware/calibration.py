@@ -20,6 +20,8 @@ from dataclasses import asdict, dataclass
 from enum import StrEnum
 from pathlib import Path
 
+from vla.files import write_json_atomic
+
 
 class NormMode(StrEnum):
     DEGREES = "degrees"
@@ -65,11 +67,7 @@ def load_calibration(path: str | Path) -> dict[str, MotorCalibration]:
 
 
 def save_calibration(calibration: dict[str, MotorCalibration], path: str | Path) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps({m: asdict(c) for m, c in calibration.items()}, indent=4))
-    tmp.replace(path)  # never a half-written calibration file
+    write_json_atomic(path, {m: asdict(c) for m, c in calibration.items()}, indent=4)  # never half written
 
 
 def to_units(ticks: int, cal: MotorCalibration, mode: NormMode, resolution: int, drive_mode: bool) -> float:

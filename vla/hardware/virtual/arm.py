@@ -123,9 +123,8 @@ class VirtualArm:
 
     @staticmethod
     def _so101_ranges() -> np.ndarray:
-        import mujoco
-
         from vla.envs.assets import so101_xml
+        from vla.envs.gl import mujoco
 
         m = mujoco.MjModel.from_xml_path(str(so101_xml()))
         return np.array([m.jnt_range[m.joint(j).id] for j in ("shoulder_pan", "shoulder_lift", "elbow_flex",
