@@ -89,6 +89,7 @@ def run_task(task: str, policies: list[str], args: argparse.Namespace) -> list[d
     from vla.datasets.cache import build_cache
     from vla.envs.collect import record
     from vla.envs.rollout import rollout
+    from vla.runtime.checkpoint import CheckpointActor
 
     work = args.out / task.replace("/", "_")
     data, repo_id = work / "data", f"local/{task.replace('/', '_')}"
@@ -115,8 +116,8 @@ def run_task(task: str, policies: list[str], args: argparse.Namespace) -> list[d
             if not ckpt.is_dir():
                 continue
             episodes = args.rollouts if fraction == 1.0 else max(10, args.rollouts // 4)
-            result = rollout(str(ckpt), task, episodes=episodes, n_envs=4, out=work / f"rollout-{policy}-{step}",
-                             videos=2 if fraction == 1.0 else 0)  # fmt: skip
+            result = rollout(CheckpointActor(ckpt), task, episodes=episodes, n_envs=4,
+                             out=work / f"rollout-{policy}-{step}", videos=2 if fraction == 1.0 else 0)
             curve.append({"step": step, "minutes": minutes * fraction, "episodes": result.episodes,
                           "successes": result.successes, "ci95": result.ci95,
                           "wrong_object": result.wrong_object, "per_target": result.per_target})

@@ -6,8 +6,9 @@ import argparse
 import os
 import sys
 from pathlib import Path
+from typing import Literal
 
-from vla.cli_args import POSITIVE, POSITIVE_INT, checkpoint_dir, number
+from vla.cli_args import POSITIVE, POSITIVE_INT, checkpoint_dir, number, size_wxh
 from vla.datasets import cli as data_cli
 from vla.hardware import cli as hardware_cli
 from vla.runtime import cli as runtime_cli
@@ -18,10 +19,9 @@ COMMAND_MODULES = (data_cli, hardware_cli, runtime_cli, deploy_cli)  # each: COM
 
 def parse_size(text: str) -> tuple[int, int]:
     try:
-        h, w = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise SystemExit(f"--image-size must look like 96x96 (height x width), got '{text}'") from None
-    return h, w
+        return size_wxh(text)
+    except ValueError as err:
+        raise SystemExit(f"--image-size {err}") from None
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -69,7 +69,7 @@ def dispatch(argv: list[str]) -> None:
     rec.add_argument("--episodes", type=int, default=100, help="successful episodes to save")
     rec.add_argument("--out", type=Path, required=True, help="dataset directory")
     rec.add_argument("--resume", action="store_true", help="append to an existing dataset with fresh seeds")
-    rec.add_argument("--image-size", default="96x96", help="HxW of each camera")
+    rec.add_argument("--image-size", default="96x96", help="WxH of each camera")
     rec.add_argument("--images", action="store_true", help="store frames as images instead of video")
     rec.add_argument("--keep-failed", action="store_true", help="also save episodes where the expert failed")
     rec.add_argument("--seed", type=int, default=0, help="seed of the first episode")
@@ -109,17 +109,20 @@ def dispatch(argv: list[str]) -> None:
             f"expert succeeded in {summary.successes}/{summary.attempted} attempts"
         )
     if args.command == "rollout":
-        from vla.envs.rollout import EVAL_SEED, format_result, rollout
+        from vla.envs.rollout import EVAL_SEED, Actor, format_result, rollout
 
+        player: Actor | Literal["expert"] = "expert"
         if args.policy != "expert":
             try:
                 checkpoint_dir(args.policy)
             except argparse.ArgumentTypeError as err:
                 parser.error(f"argument --policy: {err}")
+            from vla.runtime.checkpoint import CheckpointActor
 
+            player = CheckpointActor(args.policy, args.device)
         result = rollout(
-            args.policy, args.env, args.episodes, args.n_envs, args.out,
-            seed=EVAL_SEED if args.seed is None else args.seed, videos=args.videos, device=args.device,
+            player, args.env, args.episodes, args.n_envs, args.out,
+            seed=EVAL_SEED if args.seed is None else args.seed, videos=args.videos,
             targets=tuple(t for t in args.probe_targets.split(",") if t),
         )  # fmt: skip
         print(format_result(result))

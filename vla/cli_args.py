@@ -28,6 +28,18 @@ def number(kind: Callable[[str], float], low: float | None = None, high: float |
     return parse
 
 
+def size_wxh(text: str) -> tuple[int, int]:
+    """An image size as every `vla` command takes it, width x height as cameras and video tools write it
+    ('640x480'), returned in array order: (height, width). Raises ValueError naming the expected form."""
+    try:
+        w, h = (int(v) for v in text.lower().split("x"))
+        if w < 1 or h < 1:
+            raise ValueError
+    except ValueError:
+        raise ValueError(f"must look like 640x480 (width x height, both >= 1), got {text!r}") from None
+    return h, w
+
+
 PORT = number(int, 0, 65535)
 POSITIVE_INT = number(int, 1)
 POSITIVE = number(float, above=0)

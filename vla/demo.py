@@ -106,6 +106,7 @@ def run_sim(out: Path, env: str, steps: int, episodes: int, batch_size: int, pre
     from vla.datasets.cache import build_cache
     from vla.envs.collect import record
     from vla.envs.rollout import format_result, rollout
+    from vla.runtime.checkpoint import CheckpointActor
 
     t0 = time.time()
     shutil.rmtree(out, ignore_errors=True)
@@ -125,7 +126,7 @@ def run_sim(out: Path, env: str, steps: int, episodes: int, batch_size: int, pre
     plot(losses, out / "loss.png")
     ckpt = out / "train" / "checkpoints" / "last" / "pretrained_model"
     print(f"[3/4] rolling out {ckpt} for {rollouts} episodes on unseen seeds", flush=True)
-    result = rollout(str(ckpt), env, episodes=rollouts, n_envs=4, out=out / "rollout", videos=4)
+    result = rollout(CheckpointActor(ckpt), env, episodes=rollouts, n_envs=4, out=out / "rollout", videos=4)
     anchor = min(rollouts, 20)  # the expert on the first seeds, as the anchor (it succeeds 96-100%: make bench-sim)
     expert = rollout("expert", env, episodes=anchor, n_envs=4, out=out / "rollout_expert", videos=0, progress=False)
     print("[4/4] done\n")

@@ -278,7 +278,7 @@ def test_not_a_dataset_is_one_clear_line(tmp_path: Path, capsys: pytest.CaptureF
     assert main(["data", "cache", str(tmp_path)]) == 2
     assert capsys.readouterr().err.startswith(f"error: {tmp_path}: not a LeRobot dataset")
     assert main(["data", "cache", str(tmp_path), "--size", "big"]) == 2
-    assert "--size: must look like 128x128" in capsys.readouterr().err
+    assert "--size: must look like 640x480 (width x height" in capsys.readouterr().err
 
 
 def test_counts_are_reported_not_repeated(clean: dict[str, Path], tmp_path: Path) -> None:

@@ -59,7 +59,7 @@ def input_shape(out: Path) -> list[int]:
 @pytest.mark.slow
 def test_vla_train_reads_the_cache_and_lerobot_train_does_not(video_ds: Path, fresh_copy, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     root = fresh_copy(video_ds)
-    assert main(["data", "cache", str(root), "--size", "16x20"]) == 0  # a size the dataset itself does not have
+    assert main(["data", "cache", str(root), "--size", "20x16"]) == 0  # width x height the dataset does not have
     # two DataLoader workers under LeRobot's default `spawn` context: the dataset crosses to them by pickling
     text = train([str(BIN / "vla"), "train"], root, tmp_path / "ours", workers=2)
     assert "using frame cache" in text and "uint8 frames" in text

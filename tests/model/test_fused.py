@@ -6,7 +6,7 @@ import torch
 from torch._dynamo.utils import counters
 
 from vla.model import PRESETS, VLAModel
-from vla.model.fused import fuse_layer, rope, rotary_tables
+from vla.model.fused import FusedStack, fuse_layer, rope, rotary_tables
 from vla.model.layers import Rotary, apply_rotary
 
 TINY = PRESETS["tiny"].replace(num_vlm_layers=2, self_attn_every_n_layers=2)  # one self-, one cross-attention layer
@@ -45,10 +45,10 @@ def test_fast_prefix_and_step_equal_module_path() -> None:
     x, t = torch.randn(3, TINY.chunk_size, TINY.max_action_dim), torch.tensor([0.9, 0.5, 0.1])
     with torch.no_grad():
         fast_cache = model.fill_cache(obs, TINY.chunk_size)
-        assert fast_cache.fast is not None
+        assert isinstance(fast_cache.stack, FusedStack)
         fast_v = model.denoise_step(x, t, fast_cache)
     slow_cache = module_path(model, lambda: model.fill_cache(obs, TINY.chunk_size))
-    assert slow_cache.fast is None
+    assert not isinstance(slow_cache.stack, FusedStack)
     for fast_kv, slow_kv in zip(fast_cache.keys + fast_cache.values, slow_cache.keys + slow_cache.values,
                                 strict=True):  # fmt: skip
         torch.testing.assert_close(fast_kv, slow_kv.detach(), atol=1e-5, rtol=1e-5)
@@ -89,7 +89,7 @@ def test_input_gradient_through_fast_path() -> None:
     def vjp(train: bool) -> torch.Tensor:
         model.train(train)
         cache = model.fill_cache(obs, TINY.chunk_size)
-        assert (cache.fast is None) == train
+        assert isinstance(cache.stack, FusedStack) != train
         xx = x.clone().requires_grad_(True)
         (g,) = torch.autograd.grad(model.denoise_step(xx, t, cache), xx, grad_outputs=grad_out)
         model.eval()
@@ -106,7 +106,8 @@ def test_bfloat16_autocast_fast_path_stays_close() -> None:
     with torch.autocast("cpu", dtype=torch.bfloat16):
         low = model.sample_actions(obs, noise=noise.clone())
     assert torch.isfinite(low).all()
-    assert (low.float() - ref).abs().max() / ref.abs().max() < 0.1
+    # measured 0.3% (AMD EPYC, no AMX) and 1.3-2.8% (issue 16's machine): about twice the worst
+    assert (low.float() - ref).abs().max() / ref.abs().max() < 0.05
 
 
 def test_rope_with_signed_sin_equals_llama_rotary() -> None:

@@ -47,7 +47,8 @@ def test_int8_actions_stay_close_to_float32_and_run_in_int8() -> None:
     quantised = model(True)
     approx = quantised.sample_actions(obs, noise=noise.clone())
     rel = float((approx - exact).abs().max() / exact.abs().max())
-    assert 0 < rel < 0.05
+    # measured 0.33-0.37% (AMD EPYC, no AMX) and 0.7-0.9% (issue 16's machine): about twice the worst
+    assert 0 < rel < 0.02
     fused = [quantised._fused_expert, quantised._fused_vlm, quantised.backbone._fused_vision]
     assert all(isinstance(cache._layers[0].w_in if hasattr(cache._layers[0], "w_in") else cache._layers[0].w_qkv,
                           Int8Weight) for cache in fused)
@@ -68,7 +69,8 @@ def train_loss(int8: bool, frozen: bool) -> tuple[float, dict[str, torch.Tensor]
 def test_training_a_frozen_vlm_uses_int8_only_where_no_gradient_flows() -> None:
     exact, exact_grads, _ = train_loss(int8=False, frozen=True)
     approx, approx_grads, m = train_loss(int8=True, frozen=True)
-    assert approx != exact and abs(approx - exact) < 1e-3 * abs(exact)
+    # measured 1.25e-4 relative (AMD EPYC, no AMX), 6e-5 in the README's run: about twice the worst
+    assert approx != exact and abs(approx - exact) < 3e-4 * abs(exact)
     assert approx_grads.keys() == exact_grads.keys() and not any("backbone" in n for n in approx_grads)
     flat = [torch.cat([g[n].flatten() for n in sorted(g)]) for g in (exact_grads, approx_grads)]
     assert torch.nn.functional.cosine_similarity(flat[0], flat[1], dim=0) > 0.999
@@ -85,7 +87,8 @@ def test_guided_sampling_with_int8_weights() -> None:
     guided = [rtc.sample_guided(model(int8), obs, target, delay=2, overlap=5, noise=noise.clone())
               for int8 in (False, True)]  # fmt: skip
     assert torch.isfinite(guided[1]).all()
-    assert float((guided[1] - guided[0]).abs().max() / guided[0].abs().max()) < 0.05
+    # measured 0.22% (AMD EPYC, no AMX); held to the plain int8 sampling's bound
+    assert float((guided[1] - guided[0]).abs().max() / guided[0].abs().max()) < 0.02
 
 
 def test_compiled_int8_equals_eager_int8() -> None:

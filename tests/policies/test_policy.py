@@ -76,11 +76,28 @@ def test_training_forward_and_per_sample_loss() -> None:
     raw["action_is_pad"] = torch.zeros(2, 6, dtype=torch.bool)
     batch = pre(raw)
     policy.train()
+    torch.manual_seed(1)  # the same flow times and noise for both reductions
     loss, _ = policy.forward(batch)
-    loss.backward()
-    assert loss.ndim == 0 and torch.isfinite(loss)
+    torch.manual_seed(1)
     per_sample, _ = policy.forward(batch, reduction="none")
-    assert per_sample.shape == (2,)
+    assert loss.ndim == 0 and per_sample.shape == (2,)
+    torch.testing.assert_close(per_sample.mean(), loss)  # no padded steps: the mean of the per-sample losses
+    # and a loss a user can train on: 40 Adam steps on this one batch take its mean over 16 draws of flow time
+    # and noise to 0.51 of where it started (measured); a loss that does not reach the weights stays near 1
+
+    def mean_loss() -> float:
+        torch.manual_seed(7)
+        with torch.no_grad():
+            return sum(policy.forward(batch)[0].item() for _ in range(16)) / 16
+
+    before = mean_loss()
+    opt = torch.optim.Adam(policy.parameters(), lr=1e-3)
+    for _ in range(40):
+        step_loss, _ = policy.forward(batch)
+        opt.zero_grad()
+        step_loss.backward()
+        opt.step()
+    assert mean_loss() < 0.7 * before
 
 
 def test_random_backbone_trains_by_default_and_can_be_frozen() -> None:
@@ -220,7 +237,8 @@ def test_int8_policy_actions_stay_close_to_float32() -> None:
     a32 = policy32.predict_action_chunk(batch, noise=noise)
     a8 = policy8.predict_action_chunk(batch, noise=noise)
     assert policy8.model.int8 and a8.dtype == torch.float32
-    assert 0 < (a8 - a32).abs().max() < 0.05 * a32.abs().max()
+    # measured 0.4-0.5% (AMD EPYC, no AMX) and 0.7-0.9% (issue 16's machine): about twice the worst
+    assert 0 < (a8 - a32).abs().max() < 0.02 * a32.abs().max()
 
 
 def test_compiled_policy_buckets_instruction_lengths() -> None:
@@ -243,7 +261,8 @@ def test_bfloat16_actions_stay_close_to_float32() -> None:
     policy.config.dtype = "bfloat16"
     a16 = policy.predict_action_chunk(batch, noise=noise)
     assert a16.dtype == torch.float32
-    assert (a16 - a32).abs().max() < 0.1 * a32.abs().max()
+    # measured 0.2-0.3% (AMD EPYC, no AMX) and 1.3-2.8% (issue 16's machine): about twice the worst
+    assert (a16 - a32).abs().max() < 0.05 * a32.abs().max()
     assert not torch.equal(a16, a32)  # the bf16 path did run in lower precision
 
 

@@ -9,6 +9,7 @@ import time
 import numpy as np
 import pytest
 
+from vla.envs.registry import task_scene
 from vla.hardware.robots import SO101Follower, SO101Leader
 from vla.hardware.safety import SafetyConfig
 from vla.runtime.io import FollowerIO, LeaderIO, SharedFrames
@@ -27,7 +28,7 @@ def scripted(names: tuple[str, ...], latency: float, chunk: int = 30, error: str
 @pytest.fixture
 def rig(virtual_arm):
     """A virtual follower in the reach scene, our follower on its port, and its cameras."""
-    arm = virtual_arm("so101", task="reach", seed=1)
+    arm = virtual_arm("so101", scene=task_scene("reach", seed=1))
     follower = SO101Follower(arm.port, calibration_path=arm.calibration_path, on_exit="hold",
                              safety=SafetyConfig(max_step=STEP, max_velocity=None))  # fmt: skip
     follower.connect()

@@ -33,10 +33,10 @@ def test_scripted_default_spec_is_an_so101_with_one_front_camera() -> None:
     assert spec.action_names == spec.state_names == JOINTS
     assert spec.action_names[0] == "shoulder_pan.pos" and spec.action_names[-1] == "gripper.pos"
     assert (spec.chunk_size, spec.fps, spec.cameras) == (50, 30.0, {"front": (96, 96)})
-    custom = cli.scripted_spec(parse("--policy", "scripted", "--joints", "a,b", "--camera", "top:480x640",
-                                     "--camera", "wrist:240x320", "--chunk-size", "8", "--fps", "50"))  # fmt: skip
+    custom = cli.scripted_spec(parse("--policy", "scripted", "--joints", "a,b", "--camera", "top:640x480",
+                                     "--camera", "wrist:320x240", "--chunk-size", "8", "--fps", "50"))  # fmt: skip
     assert custom.action_names == ("a.pos", "b.pos") and custom.chunk_size == 8 and custom.fps == 50
-    assert custom.cameras == {"top": (480, 640), "wrist": (240, 320)}
+    assert custom.cameras == {"top": (480, 640), "wrist": (240, 320)}  # width x height in, (height, width) out
 
 
 @pytest.mark.parametrize(

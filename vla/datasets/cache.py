@@ -16,7 +16,7 @@ codec measurements. `cache_status` compares all that with the dataset on disk, s
 the dataset, or of another size, is reported stale and rebuilt, never used. A build writes to a temporary
 directory and renames it into place last, so an interrupted build never leaves a cache that looks valid.
 
-Resizing (`--size HxW`) is done on the uint8 frames with torchvision's antialiased bilinear resize
+Resizing (`--size WxH`) is done on the uint8 frames with torchvision's antialiased bilinear resize
 (`resize_frames`); the cached frame equals `resize_frames` of the frame LeRobotDataset decodes, pixel for pixel.
 """
 
@@ -34,6 +34,7 @@ from typing import Any
 
 import numpy as np
 
+from vla.cli_args import size_wxh
 from vla.datasets.errors import DatasetError
 from vla.datasets.frame_store import FrameArrayWriter
 from vla.datasets.lerobot_io import DEFAULT_TOLERANCE_S, LeRobotSource, dataset_files, file_fingerprint, file_stamp
@@ -56,16 +57,14 @@ def cache_path(dataset_root: str | Path) -> Path:
 
 
 def parse_size(text: str | None) -> tuple[int, int] | None:
-    """'128x96' -> (128, 96) (height, width); None or '' -> None (keep the dataset's size)."""
+    """'128x96' (width x height, as every `vla` command takes sizes) -> (96, 128) (height, width); None or '' ->
+    None (keep the dataset's size)."""
     if not text:
         return None
     try:
-        h, w = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise DatasetError("--size", f"must look like 128x128 (height x width), got {text!r}") from None
-    if h <= 0 or w <= 0:
-        raise DatasetError("--size", f"must be positive, got {text!r}")
-    return h, w
+        return size_wxh(text)
+    except ValueError as err:
+        raise DatasetError("--size", str(err)) from None
 
 
 def resize_frames(frames: np.ndarray, size: tuple[int, int]) -> np.ndarray:

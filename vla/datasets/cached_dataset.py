@@ -53,7 +53,7 @@ def torch_dtype(dtype: np.dtype) -> np.dtype:
 class CachedLeRobotDataset(torch.utils.data.Dataset):
     """Reads a LeRobot v3 dataset through its frame cache; builds or rebuilds the cache when it is missing or stale.
 
-    Takes LeRobotDataset's reading arguments; `cache` and `size` choose the store and its frame size (HxW);
+    Takes LeRobotDataset's reading arguments; `cache` and `size` choose the store and its frame size ((height, width));
     `frame_dtype` is float32 (LeRobotDataset's frames) or uint8 (the stored bytes, see the module docstring)."""
 
     def __init__(

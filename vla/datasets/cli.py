@@ -1,6 +1,6 @@
 """`vla data ...`: frame cache, validation, statistics and conversion of datasets. Thin calls into vla.datasets.
 
-    vla data cache DIR [--size HxW] [--force]        decode every camera once into DIR.vla-cache.zarr
+    vla data cache DIR [--size WxH] [--force]        decode every camera once into DIR.vla-cache.zarr
     vla data check DIR [--no-frames] [--no-stats]    list every error and warning; exit 1 on an error
                    [--strict]                     (with --strict on a warning too)
     vla data stats DIR [DIR ...] [--write] [--out F] exact statistics, pooled over several datasets
@@ -30,7 +30,7 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
 
     cache = sub.add_parser("cache", help="decode every camera once into a zarr frame cache beside the dataset")
     cache.add_argument("dataset", type=Path, help="LeRobot v3 dataset directory")
-    cache.add_argument("--size", default=None, help="HxW to resize frames to (default: the dataset's size)")
+    cache.add_argument("--size", default=None, help="WxH to resize frames to (default: the dataset's size)")
     cache.add_argument("--force", action="store_true", help="rebuild even when the cache is up to date")
     cache.add_argument("--status", action="store_true", help="only report whether the cache is valid")
 

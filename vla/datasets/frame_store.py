@@ -26,7 +26,6 @@ What is unusual:
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
@@ -327,8 +326,11 @@ class FrameArrayReader:
         self.__init__(self.path)  # type: ignore[misc]
 
     def __del__(self) -> None:
-        with contextlib.suppress(Exception):  # at interpreter shutdown os may be gone
+        # at interpreter shutdown module globals (os, contextlib) may be None already: no contextlib here
+        try:
             self.close()
+        except Exception:
+            return
 
 
 def _decompressor(name: str | None) -> Callable[[bytes], bytes] | None:

@@ -58,10 +58,6 @@ class PixelHistogram:
             self.counts[c] += np.bincount(np.take(frames, c, axis=channel_axis).ravel(), minlength=256)
         self.frames += len(frames)
 
-    def merge(self, other: PixelHistogram) -> None:
-        self.counts += other.counts
-        self.frames += other.frames
-
     def stats(self) -> dict[str, np.ndarray]:
         values = np.arange(256) / 255.0
         total = self.counts.sum(1)

@@ -1,7 +1,7 @@
 """MuJoCo environments: SO-101 tasks with language, the Meta-World adapter, scripted experts, rollouts.
 
 Importing this package registers the `so101/<task>` gym ids and nothing else: MuJoCo loads when an env is made
-(`vla.envs.gl` picks its offscreen OpenGL backend then).
+(`vla.sim.gl` picks its offscreen OpenGL backend then).
 """
 
 import sys

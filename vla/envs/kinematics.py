@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from vla.envs.gl import mujoco
-from vla.envs.scene import TIP_SITE
+from vla.sim.gl import mujoco
+from vla.sim.scene import TIP_SITE
 
 ARM_JOINTS = ("shoulder_pan", "shoulder_lift", "elbow_flex", "wrist_flex", "wrist_roll")
 

@@ -42,6 +42,17 @@ def make_so101(
     return SO101Env(TASKS[task](), config, render_mode=render_mode)
 
 
+def task_scene(task: str, seed: int = 0, image_size: tuple[int, int] = (96, 96),
+               cameras: tuple[str, ...] = ("front", "wrist")) -> SO101Env:
+    """An SO-101 task reset with `seed`, for the virtual arm's MuJoCo twin to stand in
+    (`VirtualArm(scene=task_scene("pick-color", seed=3))`). Its renderer is closed: an OpenGL context belongs to
+    one thread, and the twin renders from the thread that films."""
+    env = make_so101(task, image_size=image_size, cameras=cameras)
+    env.reset(seed=seed)
+    env.close()
+    return env
+
+
 def register_all() -> None:
     for name in TASK_NAMES:
         env_id = f"so101/{name}"

@@ -15,7 +15,7 @@ import time
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, Protocol
 
 import numpy as np
 
@@ -64,45 +64,14 @@ def rates_by(records: list[dict[str, Any]], key: str) -> dict[str, dict[str, Any
             for k, v in groups.items()}  # fmt: skip
 
 
-class CheckpointActor:
-    """A trained checkpoint with its saved processors, acting on a batch of env observations: our VLA, or any other
-    LeRobot policy (ACT, Diffusion Policy, SmolVLA, ...) by the `type` in its config.json, so one harness rolls
-    every policy out (`benchmarks/bench_learn.py`)."""
+class Actor(Protocol):
+    """What `rollout` plays: a policy acting on a batch of env observations (`vla.runtime.checkpoint.
+    CheckpointActor` loads any LeRobot checkpoint as one). `name` is what the results call it."""
 
-    def __init__(self, path: str | Path, device: str = "cpu"):
-        import torch
+    name: str
 
-        self.torch = torch
-        config = Path(path) / "config.json"
-        kind = json.loads(config.read_text()).get("type") if config.is_file() else None
-        self.uint8 = kind in (None, "vla")  # our policy takes uint8 frames and scales them on its device
-        if self.uint8:
-            from vla.policies.modeling_vla import VLAPolicy
-
-            self.policy, self.pre, self.post = VLAPolicy.load_for_inference(path, device)
-            return
-        from lerobot.configs import PreTrainedConfig
-        from lerobot.policies import get_policy_class, make_pre_post_processors
-
-        cfg = PreTrainedConfig.from_pretrained(str(path))
-        cfg.device = device
-        self.policy = get_policy_class(cfg.type).from_pretrained(str(path), config=cfg).to(device).eval()
-        self.pre, self.post = make_pre_post_processors(
-            cfg, pretrained_path=str(path), preprocessor_overrides={"device_processor": {"device": device}})
-
-    def reset(self) -> None:
-        self.policy.reset()
-
-    def act(self, observations: list[dict[str, Any]], tasks: list[str]) -> np.ndarray:
-        torch = self.torch
-        batch: dict[str, Any] = {"task": tasks}
-        for cam in observations[0]["pixels"]:
-            images = torch.from_numpy(np.stack([o["pixels"][cam] for o in observations])).permute(0, 3, 1, 2)
-            batch[f"observation.images.{cam}"] = images if self.uint8 else images.float().div_(255)
-        batch["observation.state"] = torch.from_numpy(np.stack([o["agent_pos"] for o in observations])).float()
-        with torch.inference_mode():
-            action = self.post(self.policy.select_action(self.pre(batch)))
-        return action.cpu().numpy()
+    def reset(self) -> None: ...
+    def act(self, observations: list[dict[str, Any]], tasks: list[str]) -> np.ndarray: ...
 
 
 @dataclass
@@ -123,18 +92,18 @@ class RolloutResult:
 
 
 def rollout(
-    policy: str,
+    policy: Actor | Literal["expert"],
     env_name: str,
     episodes: int = 50,
     n_envs: int = 4,
     out: str | Path = "outputs/rollout",
     seed: int = EVAL_SEED,
     videos: int = 4,
-    device: str = "cpu",
     progress: bool = True,
     targets: tuple[str, ...] = (),
 ) -> RolloutResult:
-    """Roll `policy` out for `episodes` episodes from seed `seed` on. With `targets` (a language probe), each
+    """Roll `policy` (an `Actor`, or "expert": the env's scripted expert) out for `episodes` episodes from seed
+    `seed` on. With `targets` (a language probe), each
     scene is played once per target, naming that object (episode k: seed `seed + k // len(targets)`, target
     `targets[k % len(targets)]`), so the same layout is asked for each object in turn."""
     from tqdm import tqdm
@@ -144,7 +113,7 @@ def rollout(
     n_envs = max(1, min(n_envs, episodes))
     envs = [make_env(env_name) for _ in range(n_envs)]
     experts = [make_expert(e) for e in envs] if policy == "expert" else None
-    actor = None if policy == "expert" else CheckpointActor(policy, device)
+    actor = None if policy == "expert" else policy
     records: list[dict[str, Any]] = []
     video_paths: list[str] = []
     start = time.perf_counter()
@@ -200,8 +169,8 @@ def rollout(
             e.close()
     wins = sum(r["success"] for r in records)
     result = RolloutResult(
-        env=env_name, policy=str(policy), episodes=len(records), successes=wins, success_rate=wins / len(records),
-        ci95=wilson(wins, len(records)),
+        env=env_name, policy="expert" if actor is None else actor.name, episodes=len(records), successes=wins,
+        success_rate=wins / len(records), ci95=wilson(wins, len(records)),
         per_instruction=rates_by(records, "instruction"), per_target=rates_by(records, "target"),
         wrong_object=sum(bool(r["wrong_object"]) for r in records)
         if any(r["wrong_object"] is not None for r in records) else None,

@@ -18,9 +18,9 @@ from typing import TYPE_CHECKING, Any
 import gymnasium as gym
 import numpy as np
 
-from vla.envs.gl import mujoco
 from vla.envs.registry import JOINTS
-from vla.envs.scene import FRONT_CAMERA, TIP_SITE, WRIST_CAMERA, CameraSpec, add_camera, arm_spec
+from vla.sim.gl import mujoco
+from vla.sim.scene import FRONT_CAMERA, TIP_SITE, WRIST_CAMERA, CameraSpec, add_camera, arm_spec
 
 if TYPE_CHECKING:
     from vla.envs.tasks import Task
@@ -130,6 +130,10 @@ class SO101Env(gym.Env):
     @property
     def task(self) -> str:
         return self.instruction
+
+    def is_success(self) -> bool:
+        """Whether the task's success test holds in the current state."""
+        return bool(self.task_spec.evaluate(self).success)
 
     def body_pos(self, name: str) -> np.ndarray:
         return self.data.xpos[self.model.body(name).id].copy()

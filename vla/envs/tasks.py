@@ -12,8 +12,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from vla.envs.gl import mujoco
-from vla.envs.scene import add_cube, add_marker
+from vla.sim.gl import mujoco
+from vla.sim.scene import add_cube, add_marker
 
 if TYPE_CHECKING:
     from vla.envs.so101 import SO101Env

@@ -84,27 +84,6 @@ class ServoBus:
             got, _ = self._attempt(packet, [servo_id], self.protocol.ping_reply_size)
             return servo_id in got
 
-    def scan(self, wait: float = 0.05) -> dict[int, Status]:
-        """Broadcast ping: every servo that answers within `wait` seconds, by id."""
-        p = self.protocol
-        with self._lock:
-            self.port.flush_input()
-            self.port.write(p.instruction(p.broadcast_id, PING))
-            buf = bytearray(self.port.read_until(4096, time.monotonic() + wait))
-            self._dirty = True
-        found: dict[int, Status] = {}
-        while buf:
-            try:
-                status, used = p.parse(buf)
-            except Incomplete:
-                break
-            except Garbage as err:
-                del buf[: err.skip]
-                continue
-            del buf[:used]
-            found[status.id] = status
-        return found
-
     def read(self, servo_id: int, address: int, size: int, check_status: bool = True) -> int:
         packet = self.protocol.instruction(servo_id, READ, self.protocol.read_params(address, size))
         status = self._transact(lambda ids: packet, [servo_id], size, f"read {size} bytes at {address}")

@@ -201,7 +201,6 @@ MODELS: dict[str, ServoModel] = {
         _x("xm430-w350", 1020),
     )
 }
-MODELS_BY_NUMBER = {(m.vendor, m.model_number): m for m in MODELS.values()}
 
 
 def model(name: str) -> ServoModel:

@@ -156,26 +156,52 @@ def norm(x: torch.Tensor, eps: float) -> torch.Tensor:
     return F.rms_norm(x, (x.shape[-1],), None, eps)
 
 
-def qkv_heads(layer: FusedLayer, h: torch.Tensor, batch: int, heads: int, kv_heads: int, head_dim: int,
-              cos: torch.Tensor, signed_sin: torch.Tensor
-              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:  # fmt: skip
-    """Flat tokens h (B * L, D) of a self-attention layer -> rotated q (B, H, L, hd) and k, and v (B, Hkv, L, hd)."""
-    qkv = linear(norm(h, layer.eps), layer.w_in, layer.b_in).view(batch, -1, heads + 2 * kv_heads, head_dim)
-    qkv = qkv.transpose(1, 2)
-    qk = rope(qkv[:, : heads + kv_heads], cos, signed_sin)
-    return qk[:, :heads], qk[:, heads:], qkv[:, heads + kv_heads :]
+class FusedLayerRun:
+    """`vla.model.layers.LayerRun` on a `FusedLayer`: the same computation as the module path, in fewer and larger
+    operations on flat tokens (B * L, D)."""
+
+    def __init__(self, layer: FusedLayer, heads: int, kv_heads: int, head_dim: int) -> None:
+        self.layer, self.heads, self.kv_heads, self.head_dim = layer, heads, kv_heads, head_dim
+
+    def qkv(self, h: torch.Tensor, rot: tuple[torch.Tensor, torch.Tensor]
+            ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:  # fmt: skip
+        b, length, width = h.shape
+        heads, kv = self.heads, self.kv_heads
+        flat = norm(h.reshape(b * length, width), self.layer.eps)
+        qkv = linear(flat, self.layer.w_in, self.layer.b_in).view(b, length, heads + 2 * kv, self.head_dim)
+        qkv = qkv.transpose(1, 2)
+        qk = rope(qkv[:, : heads + kv], *rot)
+        return qk[:, :heads], qk[:, heads:], qkv[:, heads + kv :]
+
+    def query(self, h: torch.Tensor) -> torch.Tensor:
+        b, length, width = h.shape
+        q = linear(norm(h.reshape(b * length, width), self.layer.eps), self.layer.w_in, self.layer.b_in)
+        return q.view(b, length, self.heads, self.head_dim).transpose(1, 2)
+
+    def finish(self, h: torch.Tensor, attended: torch.Tensor) -> torch.Tensor:
+        b, length, width = h.shape
+        flat = h.reshape(b * length, width)
+        flat = linear(attended.transpose(1, 2).reshape(b * length, -1), self.layer.w_o, self.layer.b_o, residual=flat)
+        gate, up = linear(norm(flat, self.layer.eps), self.layer.w_gate_up, None).chunk(2, dim=-1)
+        return linear(F.silu(gate) * up, self.layer.w_down, None, residual=flat).view(b, length, width)
 
 
-def mlp(layer: FusedLayer, h: torch.Tensor) -> torch.Tensor:
-    """Residual SwiGLU half on flat tokens h (N, D)."""
-    gate, up = linear(norm(h, layer.eps), layer.w_gate_up, None).chunk(2, dim=-1)
-    return linear(F.silu(gate) * up, layer.w_down, None, residual=h)
+class FusedStack:
+    """Layers on fused weights in one compute dtype: tokens cast to it on entry, (cos, signed sin) tables,
+    additive masks (built once per stack call, not once per layer)."""
 
+    def __init__(self, layers: list[FusedLayer], heads: int, kv_heads: int, head_dim: int, dtype: torch.dtype):
+        self.layers = [FusedLayerRun(layer, heads, kv_heads, head_dim) for layer in layers]
+        self.dtype = dtype
 
-def attention_out(layer: FusedLayer, h: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
-    """h (N, D) + o_proj(out) for attention output (B, H, L, hd) with N = B * L."""
-    b, heads, length, hd = out.shape
-    return linear(out.transpose(1, 2).reshape(b * length, heads * hd), layer.w_o, layer.b_o, residual=h)
+    def enter(self, x: torch.Tensor) -> torch.Tensor:
+        return x.to(self.dtype)
+
+    def rotary(self, cos: torch.Tensor, sin: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return rotary_tables(cos.to(self.dtype), sin.to(self.dtype))
+
+    def mask(self, mask: torch.Tensor) -> torch.Tensor:
+        return additive_mask(mask, self.dtype)
 
 
 # ---------------------------------------------------------------------- the SigLIP vision tower

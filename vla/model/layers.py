@@ -3,11 +3,18 @@
 Both stacks use the Llama layout (pre-RMSNorm, rotary q/k, grouped-query attention, SwiGLU MLP), with the same
 attribute names as transformers' Llama layers (`input_layernorm`, `self_attn.q_proj`, ..., `mlp`), so one set
 of functions drives a pretrained SmolVLM layer and our expert layer alike.
+
+A layer's computation is written once, as the three steps every caller needs (`LayerRun`): queries, keys and
+values with rotary applied; queries alone (the expert's cross-attention layers); and, given the attention output,
+the output projection, residual and SwiGLU half. `ModuleStack` runs them on the layers' own modules (training:
+parameters get gradients); `vla.model.fused.FusedStack` on fused copies of their weights (inference, int8). The
+model's loops (`VLAModel.vlm_kv`, `VLAModel.denoise_step`) take either.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, Protocol
 
 import torch
 import torch.nn.functional as F
@@ -84,3 +91,68 @@ class SwiGLU(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+
+
+Rot = tuple[torch.Tensor, torch.Tensor]  # rotary tables in the form a stack's layers apply them
+
+
+class LayerRun(Protocol):
+    """One layer's computation on tokens h (B, L, D); attention itself is the caller's (`attention`)."""
+
+    def qkv(self, h: torch.Tensor, rot: Rot) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """-> q (B, H, L, hd) and k (B, Hkv, L, hd) with rotary applied, v (B, Hkv, L, hd)."""
+        ...
+
+    def query(self, h: torch.Tensor) -> torch.Tensor:
+        """-> q (B, H, L, hd) without rotary (cross-attention to cached keys)."""
+        ...
+
+    def finish(self, h: torch.Tensor, attended: torch.Tensor) -> torch.Tensor:
+        """h + o_proj(attended (B, H, L, hd)), then the residual SwiGLU half."""
+        ...
+
+
+class Stack(Protocol):
+    """How a list of layers executes: its `layers`, and the forms it wants its inputs in."""
+
+    @property
+    def layers(self) -> Sequence[LayerRun]: ...
+
+    def enter(self, x: torch.Tensor) -> torch.Tensor: ...
+    def rotary(self, cos: torch.Tensor, sin: torch.Tensor) -> Rot: ...
+    def mask(self, mask: torch.Tensor) -> torch.Tensor: ...
+
+
+class ModuleLayer:
+    """A Llama-layout layer run on its own modules: the reference execution, and the one training uses."""
+
+    def __init__(self, layer: Any, head_dim: int) -> None:
+        self.layer, self.head_dim = layer, head_dim
+
+    def qkv(self, h: torch.Tensor, rot: Rot) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        attn, hd = self.layer.self_attn, self.head_dim
+        x = self.layer.input_layernorm(h)
+        q, k, v = split_heads(attn.q_proj(x), hd), split_heads(attn.k_proj(x), hd), split_heads(attn.v_proj(x), hd)
+        return apply_rotary(q, *rot), apply_rotary(k, *rot), v
+
+    def query(self, h: torch.Tensor) -> torch.Tensor:
+        return split_heads(self.layer.self_attn.q_proj(self.layer.input_layernorm(h)), self.head_dim)
+
+    def finish(self, h: torch.Tensor, attended: torch.Tensor) -> torch.Tensor:
+        return mlp_block(self.layer, h + self.layer.self_attn.o_proj(merge_heads(attended)))
+
+
+class ModuleStack:
+    """Layers on their modules: tokens in their own dtype, (cos, sin) tables, bool masks."""
+
+    def __init__(self, layers: Sequence[Any], head_dim: int) -> None:
+        self.layers = [ModuleLayer(layer, head_dim) for layer in layers]
+
+    def enter(self, x: torch.Tensor) -> torch.Tensor:
+        return x
+
+    def rotary(self, cos: torch.Tensor, sin: torch.Tensor) -> Rot:
+        return cos, sin
+
+    def mask(self, mask: torch.Tensor) -> torch.Tensor:
+        return mask

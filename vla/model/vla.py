@@ -31,12 +31,13 @@ from vla.model.expert import ActionExpert, ExpertLayer
 from vla.model.flow import loss_mask, masked_mse, noisy_actions, posemb_sincos, sample_time
 from vla.model.image_cache import ImageEmbeddingCache
 from vla.model.layers import (
+    ModuleStack,
+    Rot,
     Rotary,
-    apply_rotary,
+    Stack,
     attention,
     make_attn_mask,
     merge_heads,
-    mlp_block,
     positions_from_mask,
     split_heads,
 )
@@ -47,24 +48,16 @@ KV = tuple[torch.Tensor, torch.Tensor]
 
 @dataclass
 class PrefixCache:
-    """What one observation determines for all denoising steps of a chunk (B batch, P prefix, H chunk)."""
+    """What one observation determines for all denoising steps of a chunk (B batch, P prefix, H chunk), in the
+    forms its expert `stack` runs on (bool masks and (cos, sin) for the modules; additive masks and signed tables
+    for fused weights)."""
 
     keys: list[torch.Tensor]  # per expert layer (B, Hkv, P, hd)
     values: list[torch.Tensor]
-    self_mask: torch.Tensor  # (B, 1, H, P + H) bool: valid prefix, then causal actions
-    cross_mask: torch.Tensor  # (B, 1, 1, P) bool
-    cos: torch.Tensor  # (B, 1, H, hd) rotary tables at the action positions
-    sin: torch.Tensor
-    fast: FastExpert | None = None  # eval mode: what `vla.model.fused` runs the expert with
-
-
-@dataclass
-class FastExpert:
-    layers: list[fused.FusedLayer]
-    self_mask: torch.Tensor  # additive (0 / -inf) versions of the masks above, in the compute dtype
-    cross_mask: torch.Tensor
-    cos: torch.Tensor
-    signed_sin: torch.Tensor
+    self_mask: torch.Tensor  # (B, 1, H, P + H): valid prefix, then causal actions
+    cross_mask: torch.Tensor  # (B, 1, 1, P)
+    rot: Rot  # rotary tables at the action positions, (B, 1, H, hd) each
+    stack: Stack  # how the expert's layers execute: `ModuleStack` in training, `fused.FusedStack` otherwise
 
 
 class VLAModel(nn.Module):
@@ -96,12 +89,11 @@ class VLAModel(nn.Module):
                 unused.requires_grad_(False)
 
     def compile_layers(self) -> None:
-        """torch.compile the fast path (vision tower, `_vlm_kv_fast`, `_denoise_fast`) and the training denoising
-        step (`_denoise_modules`, whose backward inductor compiles too); one compile per input shape."""
+        """torch.compile the vision tower, the VLM layers' pass and the denoising step, on either execution (the
+        training step's backward is compiled by inductor too); one compile per input shape and execution."""
         self.backbone.compile_vision()
-        self._vlm_kv_fast = torch.compile(self._vlm_kv_fast, dynamic=False)  # type: ignore[method-assign]
-        self._denoise_fast = torch.compile(self._denoise_fast, dynamic=False)  # type: ignore[method-assign]
-        self._denoise_modules = torch.compile(self._denoise_modules, dynamic=False)  # type: ignore[method-assign]
+        self.vlm_kv = torch.compile(self.vlm_kv, dynamic=False)  # type: ignore[method-assign]
+        self._expert_velocity = torch.compile(self._expert_velocity, dynamic=False)  # type: ignore[method-assign]
 
     def use_int8(self, on: bool = True) -> None:
         """Run the fused layers' matmuls in int8 (`vla.model.quant`) wherever no gradient is wanted: inference, and
@@ -168,82 +160,75 @@ class VLAModel(nn.Module):
         fused = self.action_time_mlp_in(torch.cat([tokens, time.to(tokens.dtype)], dim=-1))
         return self.action_time_mlp_out(nn.functional.silu(fused))
 
-    # ------------------------------------------------------------------ attention pieces
-    def _qkv(self, layer: Any, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        attn, hd = layer.self_attn, self.cfg.text.head_dim
-        h = layer.input_layernorm(x)
-        return (split_heads(attn.q_proj(h), hd), split_heads(attn.k_proj(h), hd), split_heads(attn.v_proj(h), hd))
+    # ------------------------------------------------------------------ how the layers execute
+    def vlm_stack(self, fast: bool, dtype: torch.dtype) -> Stack:
+        """The kept VLM text layers on their modules, or (`fast`) on fused weights in `dtype`."""
+        text, blocks = self.cfg.text, self.backbone.blocks
+        if not fast:
+            return ModuleStack(blocks, text.head_dim)
+        int8 = self.int8_now
+        layers = self._fused_vlm.get(blocks, dtype, lambda layer: fused.fuse_layer(layer, False, dtype, int8), int8)
+        return fused.FusedStack(layers, text.num_heads, text.num_kv_heads, text.head_dim, dtype)
+
+    def expert_stack(self, fast: bool, dtype: torch.dtype) -> Stack:
+        """The action expert's layers on their modules, or (`fast`) on fused weights in `dtype`."""
+        text, blocks = self.cfg.text, self.expert.blocks
+        if not fast:
+            return ModuleStack(blocks, text.head_dim)
+        int8 = self.int8_now
+        layers = self._fused_expert.get(blocks, dtype, lambda layer: fused.fuse_layer(layer, layer.cross, dtype, int8),
+                                        int8)  # fmt: skip
+        return fused.FusedStack(layers, text.num_heads, text.num_kv_heads, text.head_dim, dtype)
 
     def _cross_kv(self, layer: ExpertLayer, k: torch.Tensor, v: torch.Tensor) -> KV:
         """Project one layer's prefix keys/values (B, Hkv, P, hd) into the expert's cross-attention space."""
         hd, attn = self.cfg.text.head_dim, layer.self_attn
         return split_heads(attn.k_proj(merge_heads(k)), hd), split_heads(attn.v_proj(merge_heads(v)), hd)
 
-    def _vlm_kv(self, x: torch.Tensor, positions: torch.Tensor, mask: torch.Tensor,
-                past: list[KV] | None = None) -> list[KV]:
+    # ------------------------------------------------------------------ prefix: the VLM layers, once per chunk
+    def vlm_kv(self, stack: Stack, x: torch.Tensor, positions: torch.Tensor, mask: torch.Tensor,
+               past: list[KV] | None = None) -> list[KV]:
         """Run tokens x (B, L, D) through the VLM layers -> per-layer (k, v) of these tokens.
 
         mask (B, 1, L or 1, Lpast + L) bool says which keys each token sees; `past` holds earlier tokens'
         per-layer keys/values, which are attended to but not recomputed.
         """
-        cos, sin = self.rotary(positions)
+        rot, mask, x = stack.rotary(*self.rotary(positions)), stack.mask(mask), stack.enter(x)
         out: list[KV] = []
-        layers = self.backbone.blocks
-        for i, layer in enumerate(layers):
-            q, k, v = self._qkv(layer, x)
-            q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
+        for i, layer in enumerate(stack.layers):
+            q, k, v = layer.qkv(x, rot)
             out.append((k, v))
-            if i == len(layers) - 1:
+            if i == len(stack.layers) - 1:
                 break  # the expert reads only keys and values: the last layer's output is never used
             if past is not None:
                 k, v = torch.cat([past[i][0], k], dim=2), torch.cat([past[i][1], v], dim=2)
-            x = x + layer.self_attn.o_proj(merge_heads(attention(q, k, v, mask)))
-            x = mlp_block(layer, x)
-        return out
-
-    def _vlm_kv_fast(self, x: torch.Tensor, positions: torch.Tensor, mask: torch.Tensor) -> list[KV]:
-        """`_vlm_kv` without `past`, on fused weights (eval mode, see `vla.model.fused`)."""
-        text = self.cfg.text
-        nh, nkv, hd = text.num_heads, text.num_kv_heads, text.head_dim
-        blocks = self.backbone.blocks
-        dtype = fused.compute_dtype(x)
-        int8 = self.int8_now
-        layers = self._fused_vlm.get(blocks, dtype, lambda layer: fused.fuse_layer(layer, False, dtype, int8), int8)
-        cos, signed_sin = fused.rotary_tables(*(table.to(dtype) for table in self.rotary(positions)))
-        mask = fused.additive_mask(mask, dtype)
-        b, length, width = x.shape
-        h = x.reshape(b * length, width).to(dtype)
-        out: list[KV] = []
-        for i, fl in enumerate(layers):
-            q, k, v = fused.qkv_heads(fl, h, b, nh, nkv, hd, cos, signed_sin)
-            out.append((k, v))
-            if i == len(layers) - 1:
-                break  # as in `_vlm_kv`: the last layer's output is never used
-            h = fused.mlp(fl, fused.attention_out(fl, h, attention(q, k, v, mask)))
+            x = layer.finish(x, attention(q, k, v, mask))
         return out
 
     def _prefix_kv(self, context: torch.Tensor, ctx_valid: torch.Tensor, state: torch.Tensor) -> list[KV]:
         """Per-layer keys/values of the prefix [context; state] (B, Hkv, Lc + 1, hd)."""
         b, dev = context.shape[0], context.device
         one = torch.ones(b, 1, dtype=torch.bool, device=dev)
+        dtype = fused.compute_dtype(context)
         if not (torch.is_grad_enabled() and self.cfg.freeze_vlm):
             valid = torch.cat([ctx_valid, one], dim=1)
             ar = torch.zeros(valid.shape[1], device=dev)
             ar[-1] = 1  # the state token sees the context; the context does not see it
             mask = make_attn_mask(valid, ar)[:, None]
-            run = self._vlm_kv_fast if self.fast_path else self._vlm_kv
-            return run(torch.cat([context, state], dim=1), positions_from_mask(valid), mask)
+            return self.vlm_kv(self.vlm_stack(self.fast_path, dtype), torch.cat([context, state], dim=1),
+                               positions_from_mask(valid), mask)  # fmt: skip
         # Training a frozen VLM: the context depends on no trainable weight, so it runs without autograd (on the
         # fused weights), and only the state token (which the trainable state projection feeds) goes through
         # with gradients.
         with torch.no_grad():
-            ctx_kv = self._vlm_kv_fast(context, positions_from_mask(ctx_valid), ctx_valid[:, None, None, :])
+            ctx_kv = self.vlm_kv(self.vlm_stack(True, dtype), context, positions_from_mask(ctx_valid),
+                                 ctx_valid[:, None, None, :])  # fmt: skip
         state_mask = torch.cat([ctx_valid, one], dim=1)[:, None, None, :]
-        state_kv = self._vlm_kv(state, ctx_valid.sum(dim=1, keepdim=True), state_mask, past=ctx_kv)
+        state_kv = self.vlm_kv(self.vlm_stack(False, dtype), state, ctx_valid.sum(dim=1, keepdim=True), state_mask,
+                               past=ctx_kv)  # fmt: skip
         return [(torch.cat([kc, ks], dim=2), torch.cat([vc, vs], dim=2))
                 for (kc, vc), (ks, vs) in zip(ctx_kv, state_kv, strict=True)]
 
-    # ------------------------------------------------------------------ cached path
     def fill_cache(self, obs: Observation, chunk_len: int) -> PrefixCache:
         context, ctx_valid, state = self.embed_prefix(obs)
         b, dev = context.shape[0], context.device
@@ -261,68 +246,37 @@ class VLAModel(nn.Module):
                                causal.expand(b, 1, chunk_len, chunk_len)], dim=-1)
         steps = torch.arange(chunk_len, device=dev)
         cos, sin = self.rotary(ctx_valid.sum(dim=1, keepdim=True) + 1 + steps)
-        cache = PrefixCache(keys, values, self_mask, prefix_valid[:, None, None, :], cos, sin)
-        if self.fast_path:
-            cache.fast = self._fast_expert(cache, fused.compute_dtype(keys[0]))
-        return cache
+        stack = self.expert_stack(self.fast_path, fused.compute_dtype(keys[0]))
+        return PrefixCache(keys, values, stack.mask(self_mask), stack.mask(prefix_valid[:, None, None, :]),
+                           stack.rotary(cos, sin), stack)  # fmt: skip
 
-    def _fast_expert(self, cache: PrefixCache, dtype: torch.dtype) -> FastExpert:
-        blocks = self.expert.blocks
-        int8 = self.int8_now
-        layers = self._fused_expert.get(blocks, dtype, lambda layer: fused.fuse_layer(layer, layer.cross, dtype, int8),
-                                        int8)  # fmt: skip
-        cos, signed_sin = fused.rotary_tables(cache.cos.to(dtype), cache.sin.to(dtype))
-        return FastExpert(layers, fused.additive_mask(cache.self_mask, dtype),
-                          fused.additive_mask(cache.cross_mask, dtype), cos, signed_sin)
-
+    # ------------------------------------------------------------------ suffix: the expert, once per step
     def denoise_step(self, x_t: torch.Tensor, t: torch.Tensor, cache: PrefixCache) -> torch.Tensor:
         """Velocity v_t (B, H, A) at noisy actions x_t (B, H, A) and flow time t ((B,) or per-token (B, H))."""
-        if cache.fast is not None:
-            return self._denoise_fast(x_t, t, cache, cache.fast)
-        return self._denoise_modules(x_t, t, cache)
+        return self._expert_velocity(self.embed_suffix(x_t, t), cache)
 
-    def _denoise_modules(self, x_t: torch.Tensor, t: torch.Tensor, cache: PrefixCache) -> torch.Tensor:
-        """`denoise_step` on the modules (training: parameters get gradients)."""
-        h = self.embed_suffix(x_t, t)
-        hd = self.cfg.text.head_dim
-        for i, layer in enumerate(self.expert.blocks):
-            if layer.cross:
-                q = split_heads(layer.self_attn.q_proj(layer.input_layernorm(h)), hd)
-                out = attention(q, cache.keys[i], cache.values[i], cache.cross_mask)
+    def _expert_velocity(self, h: torch.Tensor, cache: PrefixCache) -> torch.Tensor:
+        stack = cache.stack
+        h = stack.enter(h)
+        for i, (block, layer) in enumerate(zip(self.expert.blocks, stack.layers, strict=True)):
+            if block.cross:
+                out = attention(layer.query(h), cache.keys[i], cache.values[i], cache.cross_mask)
             else:
-                q, k, v = self._qkv(layer, h)
-                q, k = apply_rotary(q, cache.cos, cache.sin), apply_rotary(k, cache.cos, cache.sin)
+                q, k, v = layer.qkv(h, cache.rot)
                 k = torch.cat([cache.keys[i], k], dim=2)
                 v = torch.cat([cache.values[i], v], dim=2)
                 out = attention(q, k, v, cache.self_mask)
-            h = mlp_block(layer, h + layer.self_attn.o_proj(merge_heads(out)))
-        return self.action_out_proj(self.expert.norm(h))
+            h = layer.finish(h, out)
+        return self.action_out_proj(self._final_norm(h))
 
-    def _denoise_fast(self, x_t: torch.Tensor, t: torch.Tensor, cache: PrefixCache, fast: FastExpert
-                      ) -> torch.Tensor:  # fmt: skip
-        """`denoise_step` on fused weights (see `vla.model.fused`): the same layers, fewer and larger operations."""
-        text = self.cfg.text
-        nh, nkv, hd = text.num_heads, text.num_kv_heads, text.head_dim
-        h = self.embed_suffix(x_t, t)
-        b, length, width = h.shape
-        h = h.reshape(b * length, width)
-        for i, (layer, fl) in enumerate(zip(self.expert.blocks, fast.layers, strict=True)):
-            if layer.cross:
-                q = fused.linear(fused.norm(h, fl.eps), fl.w_in, fl.b_in).view(b, length, nh, hd).transpose(1, 2)
-                out = attention(q, cache.keys[i], cache.values[i], fast.cross_mask)
-            else:
-                q, k, v = fused.qkv_heads(fl, h, b, nh, nkv, hd, fast.cos, fast.signed_sin)
-                k = torch.cat([cache.keys[i], k], dim=2)
-                v = torch.cat([cache.values[i], v], dim=2)
-                out = attention(q, k, v, fast.self_mask)
-            h = fused.mlp(fl, fused.attention_out(fl, h, out))
-        final = self.expert.norm  # its weight in h's dtype: bfloat16 h with a float32 weight misses the fused kernel
-        h = F.rms_norm(h.view(b, length, width), (width,), final.weight.to(h.dtype), final.eps)
-        return self.action_out_proj(h)
+    def _final_norm(self, h: torch.Tensor) -> torch.Tensor:
+        norm = self.expert.norm  # its weight in h's dtype: bfloat16 h with a float32 weight misses the fused kernel
+        return F.rms_norm(h, (h.shape[-1],), norm.weight.to(h.dtype), norm.eps)
 
     # ------------------------------------------------------------------ reference path
     def denoise_full(self, obs: Observation, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        """The same velocity as `denoise_step`, by one joint pass over [prefix; suffix] with no cache."""
+        """The same velocity as `denoise_step`, by one joint pass over [prefix; suffix] with no cache, on the
+        modules: the reference the cached and fused executions are tested against."""
         context, ctx_valid, state = self.embed_prefix(obs)
         prefix = torch.cat([context, state], dim=1)
         suffix = self.embed_suffix(x_t, t)
@@ -332,23 +286,20 @@ class VLAModel(nn.Module):
         ar = torch.cat([torch.zeros(context.shape[1], device=dev), torch.ones(1 + s, device=dev)])
         mask = make_attn_mask(valid, ar)[:, None]
         cos, sin = self.rotary(positions_from_mask(valid))
+        rot_p, rot_s = (cos[:, :, :p], sin[:, :, :p]), (cos[:, :, p:], sin[:, :, p:])
+        vlm, expert = self.vlm_stack(False, prefix.dtype), self.expert_stack(False, prefix.dtype)
         hp, hs = prefix, suffix
-        for vlm_layer, layer in zip(self.backbone.blocks, self.expert.blocks, strict=True):
-            qp, kp, vp = self._qkv(vlm_layer, hp)
-            qp, kp = apply_rotary(qp, cos[:, :, :p], sin[:, :, :p]), apply_rotary(kp, cos[:, :, :p], sin[:, :, :p])
-            if layer.cross:
+        for block, vlm_layer, layer in zip(self.expert.blocks, vlm.layers, expert.layers, strict=True):
+            qp, kp, vp = vlm_layer.qkv(hp, rot_p)
+            if block.cross:
                 out_p = attention(qp, kp, vp, mask[:, :, :p, :p])
-                kx, vx = self._cross_kv(layer, kp, vp)
-                qs = split_heads(layer.self_attn.q_proj(layer.input_layernorm(hs)), self.cfg.text.head_dim)
-                out_s = attention(qs, kx, vx, mask[:, :, p:, :p])
+                out_s = attention(layer.query(hs), *self._cross_kv(block, kp, vp), mask[:, :, p:, :p])
             else:
-                qs, ks, vs = self._qkv(layer, hs)
-                qs, ks = apply_rotary(qs, cos[:, :, p:], sin[:, :, p:]), apply_rotary(ks, cos[:, :, p:], sin[:, :, p:])
+                qs, ks, vs = layer.qkv(hs, rot_s)
                 out = attention(torch.cat([qp, qs], 2), torch.cat([kp, ks], 2), torch.cat([vp, vs], 2), mask)
                 out_p, out_s = out[:, :, :p], out[:, :, p:]
-            hp = mlp_block(vlm_layer, hp + vlm_layer.self_attn.o_proj(merge_heads(out_p)))
-            hs = mlp_block(layer, hs + layer.self_attn.o_proj(merge_heads(out_s)))
-        return self.action_out_proj(self.expert.norm(hs))
+            hp, hs = vlm_layer.finish(hp, out_p), layer.finish(hs, out_s)
+        return self.action_out_proj(self._final_norm(hs))
 
     # ------------------------------------------------------------------ training and sampling
     def compute_loss(self, obs: Observation, actions: torch.Tensor, action_is_pad: torch.Tensor,

@@ -20,7 +20,9 @@ method LeRobot's `lerobot-rollout --inference.type=rtc` calls too.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -126,3 +128,41 @@ class PresetPolicy:
             actions = self.model.sample_actions(model_obs)
         a = len(self.spec.action_names)
         return (np.asarray(obs.state, np.float32)[:a] + actions[0, :, :a].float().cpu().numpy()).astype(np.float32)
+
+
+class CheckpointActor:
+    """A trained checkpoint with its saved processors, acting on a batch of env observations: our VLA, or any other
+    LeRobot policy (ACT, Diffusion Policy, SmolVLA, ...) by the `type` in its config.json, so one harness rolls
+    every policy out (`benchmarks/bench_learn.py`)."""
+
+    def __init__(self, path: str | Path, device: str = "cpu"):
+        self.name = str(path)
+        config = Path(path) / "config.json"
+        kind = json.loads(config.read_text()).get("type") if config.is_file() else None
+        self.uint8 = kind in (None, "vla")  # our policy takes uint8 frames and scales them on its device
+        if self.uint8:
+            from vla.policies.modeling_vla import VLAPolicy
+
+            self.policy, self.pre, self.post = VLAPolicy.load_for_inference(path, device)
+            return
+        from lerobot.configs import PreTrainedConfig
+        from lerobot.policies import get_policy_class, make_pre_post_processors
+
+        cfg = PreTrainedConfig.from_pretrained(str(path))
+        cfg.device = device
+        self.policy = get_policy_class(cfg.type).from_pretrained(str(path), config=cfg).to(device).eval()
+        self.pre, self.post = make_pre_post_processors(
+            cfg, pretrained_path=str(path), preprocessor_overrides={"device_processor": {"device": device}})
+
+    def reset(self) -> None:
+        self.policy.reset()
+
+    def act(self, observations: list[dict[str, Any]], tasks: list[str]) -> np.ndarray:
+        batch: dict[str, Any] = {"task": tasks}
+        for cam in observations[0]["pixels"]:
+            images = torch.from_numpy(np.stack([o["pixels"][cam] for o in observations])).permute(0, 3, 1, 2)
+            batch[f"observation.images.{cam}"] = images if self.uint8 else images.float().div_(255)
+        batch["observation.state"] = torch.from_numpy(np.stack([o["agent_pos"] for o in observations])).float()
+        with torch.inference_mode():
+            action = self.post(self.policy.select_action(self.pre(batch)))
+        return action.cpu().numpy()

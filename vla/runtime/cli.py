@@ -16,7 +16,7 @@ import logging
 import stat
 from pathlib import Path
 
-from vla.cli_args import PORT, POSITIVE, POSITIVE_INT, number
+from vla.cli_args import PORT, POSITIVE, POSITIVE_INT, number, size_wxh
 from vla.hardware.arms import JOINTS as SO101_JOINTS
 from vla.runtime.messages import DEFAULT_MAX_FRAME
 from vla.runtime.policy import ChunkPolicy, PolicySpec, ScriptedPolicy, add_inference_args
@@ -49,7 +49,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-clients", type=POSITIVE_INT, default=8)
     s = p.add_argument_group("scripted policy (--policy scripted)")
     s.add_argument("--joints", default=",".join(SO101_JOINTS), help="comma-separated joints (<joint>.pos)")
-    s.add_argument("--camera", action="append", metavar="NAME:HxW", help="camera (repeatable; default front:96x96)")
+    s.add_argument("--camera", action="append", metavar="NAME:WxH", help="camera (repeatable; default front:96x96)")
     s.add_argument("--chunk-size", type=POSITIVE_INT, default=50)
     s.add_argument("--fps", type=POSITIVE, default=30.0)
     s.add_argument("--latency", type=number(float, low=0), default=0.0, help="seconds each chunk takes")
@@ -108,12 +108,11 @@ def scripted_spec(args: argparse.Namespace) -> PolicySpec:
 def parse_camera(text: str) -> tuple[str, tuple[int, int]]:
     name, _, size = text.partition(":")
     try:
-        h, w = (int(v) for v in size.lower().split("x"))
-        if not name or h < 1 or w < 1:
+        if not name:
             raise ValueError
+        return name, size_wxh(size)
     except ValueError:
-        raise SystemExit(f"--camera must look like front:96x96 (name:height x width), got '{text}'") from None
-    return name, (h, w)
+        raise SystemExit(f"--camera must look like front:96x96 (name:width x height), got '{text}'") from None
 
 
 def read_token(path: Path) -> str:

@@ -131,10 +131,12 @@ def deploy(args: argparse.Namespace) -> None:
         frames: FrameSource | None = None
         calibration = args.calibration
         if args.robot == "virtual":
+            from vla.envs.registry import task_scene
             from vla.hardware.virtual.arm import VirtualArm
             from vla.hardware.virtual.twin import MujocoTwin
 
-            arm = stack.enter_context(VirtualArm("so101", task=args.virtual_task, seed=args.seed))
+            scene = task_scene(args.virtual_task, seed=args.seed)
+            arm = stack.enter_context(VirtualArm("so101", scene=scene, seed=args.seed))
             port, calibration, robot = arm.port, arm.calibration_path, "so101"
             assert arm.frames_layout is not None and isinstance(arm.twin, MujocoTwin)
             shared = SharedFrames(arm.frames_layout)

@@ -19,8 +19,6 @@ import numpy as np
 from vla.datasets.writer import EpisodeWriter
 from vla.runtime.loop import HOLD, HUMAN, POLICY, RunLog
 
-SOURCE_NAMES = {POLICY: "policy", HUMAN: "human", HOLD: "hold"}
-
 
 class InterventionRecorder:
     def __init__(self, root: str | Path, fps: float, names: tuple[str, ...], cameras: dict[str, tuple[int, int]],

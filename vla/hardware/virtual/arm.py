@@ -47,7 +47,7 @@ from vla.hardware.protocol import (
 from vla.hardware.tables import model
 from vla.hardware.virtual.faults import DYNAMIXEL_BITS, FEETECH_BITS, Faults
 from vla.hardware.virtual.servo import TICKS_PER_RAD, VirtualServo
-from vla.hardware.virtual.twin import HandMotion, MotorTwin, MujocoTwin, Twin
+from vla.hardware.virtual.twin import HandMotion, MotorTwin, MujocoTwin, TaskScene, Twin
 from vla.shm import SharedArrays
 
 # Encoder reading at joint angle 0, as if each servo horn were mounted a little off centre (so that calibration
@@ -67,19 +67,17 @@ class VirtualArm:
         twin: str = "auto",
         calibration_dir: str | Path | None = None,
         seed: int = 0,
-        task: str | None = None,
-        cameras: tuple[str, ...] = ("front", "wrist"),
-        image_size: tuple[int, int] = (96, 96),
+        scene: TaskScene | None = None,
         camera_fps: float = 30.0,
     ):
-        """`task`: an SO-101 sim task whose scene the follower's twin stands in (and whose `cameras` it renders
-        into shared memory at `camera_fps`, see `frames_layout`)."""
+        """`scene`: a reset SO-101 sim task (`vla.envs.registry.task_scene`) the follower's twin stands in, and whose
+        cameras it renders into shared memory at `camera_fps` (see `frames_layout`). `seed` moves a leader's hand."""
         self.spec: ArmSpec = arm_spec(robot, role)
         self.baudrate = baudrate
         self.byte_time = 10.0 / baudrate
         self.faults = faults or Faults()
         self.protocol = protocol_for(self.spec.vendor)
-        self.task, self.cameras, self.image_size, self.camera_fps = task, tuple(cameras), image_size, camera_fps
+        self.scene, self.camera_fps = scene, camera_fps
         self.twin = self._make_twin(twin, seed)
         self.servos: dict[int, VirtualServo] = {}
         bits = FEETECH_BITS if self.spec.vendor == "feetech" else DYNAMIXEL_BITS
@@ -110,10 +108,10 @@ class VirtualArm:
         if kind == "auto":
             kind = "mujoco" if self.spec.name == "so101" and self.spec.role == "follower" else "motor"
         if kind == "mujoco":
-            if self.task is not None:
-                return MujocoTwin(joints, task=self.task, seed=seed, cameras=self.cameras, image_size=self.image_size)
+            if self.scene is not None:
+                return MujocoTwin(joints, scene=self.scene)
             return MujocoTwin(joints, home=HOME)
-        if self.task is not None:
+        if self.scene is not None:
             raise ValueError("a task scene needs the MuJoCo twin (--twin mujoco)")
         ranges = KOCH_RANGES if self.spec.name == "koch" else self._so101_ranges()
         twin = MotorTwin(ranges, joints, home=HOME)
@@ -123,8 +121,8 @@ class VirtualArm:
 
     @staticmethod
     def _so101_ranges() -> np.ndarray:
-        from vla.envs.assets import so101_xml
-        from vla.envs.gl import mujoco
+        from vla.sim.assets import so101_xml
+        from vla.sim.gl import mujoco
 
         m = mujoco.MjModel.from_xml_path(str(so101_xml()))
         return np.array([m.jnt_range[m.joint(j).id] for j in ("shoulder_pan", "shoulder_lift", "elbow_flex",
@@ -167,9 +165,9 @@ class VirtualArm:
         self._t0 = time.monotonic()
         self._thread = threading.Thread(target=self._serve, name="virtual-arm", daemon=True)
         self._thread.start()
-        if isinstance(self.twin, MujocoTwin) and self.twin.env is not None and self.cameras:
-            h, w = self.image_size
-            self.frames = SharedArrays({name: ((h, w, 3), "uint8") for name in self.cameras})
+        if isinstance(self.twin, MujocoTwin) and self.scene is not None and self.scene.config.cameras:
+            h, w = self.scene.config.image_size
+            self.frames = SharedArrays({name: ((h, w, 3), "uint8") for name in self.scene.config.cameras})
             self._camera_thread = threading.Thread(target=self._film, name="virtual-cameras", daemon=True)
             self._camera_thread.start()
         return self

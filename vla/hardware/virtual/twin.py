@@ -1,6 +1,6 @@
 """What the virtual servos are mounted on: joints that move in real time.
 
-- `MujocoTwin`: the SO-101 MJCF (from `vla.envs.scene`, the same model as the simulation tasks) stepped against
+- `MujocoTwin`: the SO-101 MJCF (from `vla.sim.scene`, the same model as the simulation tasks) stepped against
   the wall clock in a background thread. Goal positions become the position actuators' targets; torque off
   zeroes an actuator's gains, so the joint goes limp under gravity as a real unpowered servo does. Present load is
   the actuator force over its force range.
@@ -17,7 +17,7 @@ import math
 import threading
 import time
 from collections.abc import Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -35,32 +35,40 @@ class Twin(Protocol):
     def stop(self) -> None: ...
 
 
+class TaskScene(Protocol):
+    """A reset SO-101 sim scene the twin stands in (`vla.envs.registry.task_scene` builds one): its MuJoCo model
+    and data, `config.cameras` and `config.image_size` to render, the instruction and the task's success test."""
+
+    model: Any
+    data: Any
+    config: Any
+
+    @property
+    def task_description(self) -> str: ...
+    def is_success(self) -> bool: ...
+    def close(self) -> None: ...
+
+
 class MujocoTwin:
     """The SO-101 arm in MuJoCo, advanced in real time by a background thread (`start()` / `stop()`).
 
-    Bare (default): the arm alone, unpowered, sagged into a rest pose under gravity. With `task` (an SO-101 sim
-    task of `vla.envs`): the task's scene with its objects placed by `seed`, the arm powered and holding the
-    sim's ready pose, and `render()` giving the task's camera images, so a policy trained in sim sees the
-    same world through the virtual arm.
+    Bare (default): the arm alone, unpowered, sagged into a rest pose under gravity. With `scene` (a reset SO-101
+    sim task, built by the caller: `vla.envs.registry.task_scene`): the task's world with its objects placed, the
+    arm powered and holding the sim's ready pose, and `render()` giving the task's camera images, so a policy
+    trained in sim sees the same world through the virtual arm.
     """
 
     def __init__(self, joints: Sequence[str] = ("shoulder_pan", "shoulder_lift", "elbow_flex", "wrist_flex",
                                                   "wrist_roll", "gripper"), home: Sequence[float] | None = None,
-                 settle: float = 2.0, task: str | None = None, seed: int = 0, cameras: Sequence[str] = (),
-                 image_size: tuple[int, int] = (96, 96)):  # fmt: skip
-        self.env = None
-        from vla.envs.gl import mujoco
+                 settle: float = 2.0, scene: TaskScene | None = None):  # fmt: skip
+        from vla.sim.gl import mujoco
 
         self._mj = mujoco
-        if task is not None:
-            from vla.envs.registry import make_so101
-
-            self.env = make_so101(task, image_size=image_size, cameras=tuple(cameras))
-            self.env.reset(seed=seed)
-            self.env.close()  # its renderer belongs to this thread; `render()` makes one in the thread that films
-            self.model, self.data = self.env.model, self.env.data
+        self.scene = scene
+        if scene is not None:
+            self.model, self.data = scene.model, scene.data
         else:
-            from vla.envs.scene import arm_spec
+            from vla.sim.scene import arm_spec
 
             self.model = arm_spec().compile()
             self.data = mujoco.MjData(self.model)
@@ -72,7 +80,7 @@ class MujocoTwin:
         self.ranges = self.model.jnt_range[ids].copy()
         self._gains = (self.model.actuator_gainprm[:, 0].copy(), self.model.actuator_biasprm[:, 1:3].copy())
         self._force = np.abs(self.model.actuator_forcerange[self.actuators]).max(axis=1)
-        self.powered = task is not None
+        self.powered = scene is not None
         if not self.powered:
             q0 = np.zeros(len(self.joints)) if home is None else np.asarray(home, float)
             self.data.qpos[self.qpos] = q0
@@ -89,15 +97,15 @@ class MujocoTwin:
 
     def render(self) -> dict[str, np.ndarray]:
         """The task's camera images (H, W, 3) uint8 (a task twin only)."""
-        if self.env is None:
+        if self.scene is None:
             return {}
         renderer = getattr(self._local, "renderer", None)
         if renderer is None:  # an OpenGL context is current in one thread only: one renderer per thread
-            h, w = self.env.config.image_size
+            h, w = self.scene.config.image_size
             renderer = self._local.renderer = self._mj.Renderer(self.model, h, w)
         frames = {}
         with self._lock:
-            for name in self.env.config.cameras:
+            for name in self.scene.config.cameras:
                 renderer.update_scene(self.data, camera=name)
                 frames[name] = renderer.render().copy()
         return frames
@@ -111,14 +119,14 @@ class MujocoTwin:
 
     def success(self) -> bool:
         """Whether the task's success test holds now (a task twin only)."""
-        if self.env is None:
+        if self.scene is None:
             return False
         with self._lock:
-            return bool(self.env.task_spec.evaluate(self.env).success)
+            return self.scene.is_success()
 
     @property
     def instruction(self) -> str:
-        return self.env.task_description if self.env is not None else ""
+        return self.scene.task_description if self.scene is not None else ""
 
     def position(self, joint: int) -> float:
         return float(self.data.qpos[self.qpos[joint]])
@@ -148,8 +156,8 @@ class MujocoTwin:
         self._running = False
         if self._thread is not None:
             self._thread.join()
-        if self.env is not None:
-            self.env.close()
+        if self.scene is not None:
+            self.scene.close()
 
     def _run(self) -> None:
         dt = float(self.model.opt.timestep)

@@ -1,4 +1,4 @@
-"""The one place the simulation imports MuJoCo: `from vla.envs.gl import mujoco`.
+"""The one place the simulation imports MuJoCo: `from vla.sim.gl import mujoco`.
 
 MuJoCo picks its offscreen OpenGL backend from `MUJOCO_GL` when it is first imported, so the choice is made here,
 just before: EGL when libEGL is present, else OSMesa. A `MUJOCO_GL` set by the user wins. Only code that

@@ -12,14 +12,13 @@ from pathlib import Path
 
 import numpy as np
 
-from vla.envs.assets import so101_xml
-from vla.envs.gl import mujoco
-from vla.envs.meshes import cluster, read_stl
+from vla.sim.assets import so101_xml
+from vla.sim.gl import mujoco
+from vla.sim.meshes import cluster, read_stl
 
 TABLE_RGBA = (0.55, 0.5, 0.45, 1.0)
 TIP_SITE = "gripperframe"
 WRIST_BODY = "gripper"
-ARM_BODIES = ("base", "shoulder", "upper_arm", "lower_arm", "wrist", "gripper", "moving_jaw_so101_v1")
 
 
 @dataclass(frozen=True)
@@ -55,7 +54,7 @@ def look_at_quat(pos: np.ndarray, target: np.ndarray, up: np.ndarray | None = No
 
 
 VISUAL_GROUP = 2
-LOD_CELL = 0.002  # metres; see vla.envs.meshes
+LOD_CELL = 0.002  # metres; see vla.sim.meshes
 
 
 @functools.cache
