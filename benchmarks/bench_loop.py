@@ -23,6 +23,7 @@ import numpy as np
 from vla.hardware.robots import SO101Follower
 from vla.runtime.io import FollowerIO
 from vla.runtime.loop import ControlLoop, LoopConfig
+from vla.runtime.policy import PolicySpec
 from vla.runtime.rt import disable_realtime, enable_realtime
 from vla.runtime.worker import InferenceWorker, PolicySource
 
@@ -54,9 +55,8 @@ def start_arm() -> tuple[subprocess.Popen, str, str]:
 def run(io: FollowerIO, fps: float, realtime: bool, inference: bool, seconds: float) -> dict[str, float]:
     worker = None
     if inference:
-        names = list(io.names)
-        spec = {"chunk_size": 50, "action_names": names, "state_names": names, "cameras": {"front": list(CAMERA)},
-                "fps": fps}  # fmt: skip
+        names = tuple(io.names)
+        spec = PolicySpec(chunk_size=50, action_names=names, state_names=names, cameras={"front": CAMERA}, fps=fps)
         worker = InferenceWorker(PolicySource("preset", path="small", spec=spec), state_dim=len(names),
                                  cameras={"front": CAMERA})  # fmt: skip
         worker.start()

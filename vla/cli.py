@@ -43,6 +43,23 @@ def dispatch(argv: list[str]) -> None:
 
         train(argv[1:])
         return
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    for module in COMMAND_MODULES:
+        if args.command in module.COMMANDS:
+            code = module.run(args)
+            if code:
+                raise SystemExit(code)
+    if args.command == "record":
+        run_record(args)
+    if args.command == "rollout":
+        run_rollout(args, parser)
+    if args.command == "demo":
+        run_demo(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """`vla`'s parser: the simulation commands here, the others from each package's `cli` module."""
     parser = argparse.ArgumentParser(prog="vla", description="VLA control stack")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("train", help="lerobot-train through the frame cache: takes every lerobot-train flag",
@@ -52,7 +69,7 @@ def dispatch(argv: list[str]) -> None:
     demo.add_argument("--out", type=Path, default=Path("outputs/demo"))
     demo.add_argument("--env", default="so101/pick-color", help="sim task to record, train on and roll out")
     demo.add_argument("--steps", type=POSITIVE_INT, default=None,
-                      help="training steps (default 2500 sim, 800 synthetic)")  # fmt: skip
+                      help="training steps (default 3000 sim, 800 synthetic)")  # fmt: skip
     demo.add_argument("--episodes", type=POSITIVE_INT, default=100, help="demonstrations to record")
     demo.add_argument("--rollouts", type=POSITIVE_INT, default=100, help="evaluation episodes on unseen seeds")
     demo.add_argument("--batch-size", type=POSITIVE_INT, default=32)
@@ -90,54 +107,54 @@ def dispatch(argv: list[str]) -> None:
 
     for module in COMMAND_MODULES:
         module.add_parsers(sub)
+    return parser
 
-    args = parser.parse_args(argv)
-    for module in COMMAND_MODULES:
-        if args.command in module.COMMANDS:
-            code = module.run(args)
-            if code:
-                raise SystemExit(code)
-    if args.command == "record":
-        from vla.envs.collect import record
 
-        summary = record(
-            args.env, args.episodes, args.out, resume=args.resume, image_size=parse_size(args.image_size),
-            use_videos=not args.images, keep_failed=args.keep_failed, seed=args.seed, repo_id=args.repo_id,
-        )  # fmt: skip
-        print(
-            f"saved {summary.saved} episodes ({summary.frames} frames) to {summary.root} in {summary.seconds:.0f} s; "
-            f"expert succeeded in {summary.successes}/{summary.attempted} attempts"
-        )
-    if args.command == "rollout":
-        from vla.envs.rollout import EVAL_SEED, Actor, format_result, rollout
+def run_record(args: argparse.Namespace) -> None:
+    from vla.envs.collect import record
 
-        player: Actor | Literal["expert"] = "expert"
-        if args.policy != "expert":
-            try:
-                checkpoint_dir(args.policy)
-            except argparse.ArgumentTypeError as err:
-                parser.error(f"argument --policy: {err}")
-            from vla.runtime.checkpoint import CheckpointActor
+    summary = record(
+        args.env, args.episodes, args.out, resume=args.resume, image_size=parse_size(args.image_size),
+        use_videos=not args.images, keep_failed=args.keep_failed, seed=args.seed, repo_id=args.repo_id,
+    )  # fmt: skip
+    print(
+        f"saved {summary.saved} episodes ({summary.frames} frames) to {summary.root} in {summary.seconds:.0f} s; "
+        f"expert succeeded in {summary.successes}/{summary.attempted} attempts"
+    )
 
-            player = CheckpointActor(args.policy, args.device)
-        result = rollout(
-            player, args.env, args.episodes, args.n_envs, args.out,
-            seed=EVAL_SEED if args.seed is None else args.seed, videos=args.videos,
-            targets=tuple(t for t in args.probe_targets.split(",") if t),
-        )  # fmt: skip
-        print(format_result(result))
-        print(f"  results: {args.out / 'results.json'}")
-        for path in result.videos:
-            print(f"  video:   {path}")
-    if args.command == "demo":
-        from vla.demo import run, run_sim
 
-        if args.synthetic:
-            run(args.out, args.steps or 800, args.episodes, args.batch_size, args.preset or "tiny", args.dtype,
-                args.lr or 1e-3)
-        else:
-            run_sim(args.out, args.env, args.steps or 2500, args.episodes, args.batch_size, args.preset or "cpu",
-                    args.dtype, args.lr or 5e-4, args.rollouts)
+def run_rollout(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
+    from vla.envs.rollout import EVAL_SEED, Actor, format_result, rollout
+
+    player: Actor | Literal["expert"] = "expert"
+    if args.policy != "expert":
+        try:
+            checkpoint_dir(args.policy)
+        except argparse.ArgumentTypeError as err:
+            parser.error(f"argument --policy: {err}")
+        from vla.runtime.checkpoint import CheckpointActor
+
+        player = CheckpointActor(args.policy, args.device)
+    result = rollout(
+        player, args.env, args.episodes, args.n_envs, args.out,
+        seed=EVAL_SEED if args.seed is None else args.seed, videos=args.videos,
+        targets=tuple(t for t in args.probe_targets.split(",") if t),
+    )  # fmt: skip
+    print(format_result(result))
+    print(f"  results: {args.out / 'results.json'}")
+    for path in result.videos:
+        print(f"  video:   {path}")
+
+
+def run_demo(args: argparse.Namespace) -> None:
+    from vla.demo import run, run_sim
+
+    if args.synthetic:
+        run(args.out, args.steps or 800, args.episodes, args.batch_size, args.preset or "tiny", args.dtype,
+            args.lr or 1e-3)
+    else:
+        run_sim(args.out, args.env, args.steps or 3000, args.episodes, args.batch_size, args.preset or "cpu",
+                args.dtype, args.lr or 5e-4, args.rollouts)
 
 
 if __name__ == "__main__":

@@ -14,14 +14,15 @@ from vla.hardware.robots import SO101Follower, SO101Leader
 from vla.hardware.safety import SafetyConfig
 from vla.runtime.io import FollowerIO, LeaderIO, SharedFrames
 from vla.runtime.loop import HOLD, HUMAN, POLICY, ControlLoop, LoopConfig
+from vla.runtime.policy import PolicySpec
 from vla.runtime.worker import InferenceWorker, PolicySource
 
 STEP = 4.0  # the follower's per-tick step limit in these tests (degrees, gripper units)
 
 
 def scripted(names: tuple[str, ...], latency: float, chunk: int = 30, error: str = "") -> PolicySource:
-    spec = {"chunk_size": chunk, "action_names": list(names), "state_names": list(names),
-            "cameras": {"front": [96, 96], "wrist": [96, 96]}, "fps": 30.0, "supports_prefix": True}  # fmt: skip
+    spec = PolicySpec(chunk_size=chunk, action_names=tuple(names), state_names=tuple(names),
+                      cameras={"front": (96, 96), "wrist": (96, 96)}, fps=30.0, supports_prefix=True)
     return PolicySource("scripted", latency=latency, spec=spec, error=error)
 
 

@@ -207,6 +207,20 @@ def test_several_clients_each_get_their_own_answers(server: PolicyServer) -> Non
     assert not failures and server.requests == 45
 
 
+def test_one_host_cannot_take_every_slot(start_server: Callable[..., PolicyServer]) -> None:
+    """Three slots, at most two per host: this machine's third connection is refused, naming the limit, while the
+    server still has a free slot for another machine."""
+    server = start_server(RecordingPolicy(), max_clients=3)
+    assert server.max_per_host == 2
+    with RemotePolicy(server.url) as first, RemotePolicy(server.url) as second:
+        with pytest.raises(PolicyUnavailable, match=r"127\.0\.0\.1 already holds 2 of the server's slots"):
+            RemotePolicy(server.url)
+        first.infer(make_obs())
+        second.infer(make_obs())
+    with pytest.raises(ValueError, match="max_per_host must be >= 1"):
+        PolicyServer(RecordingPolicy(), max_per_host=0)
+
+
 def test_clients_beyond_max_clients_are_told_the_server_is_busy(start_server: Callable[..., PolicyServer]) -> None:
     server = start_server(RecordingPolicy(), max_clients=1)
     with RemotePolicy(server.url) as first:
@@ -253,7 +267,7 @@ def test_error_replies_and_logs_never_echo_a_large_request(server: PolicyServer,
 def test_silent_clients_cannot_hoard_the_slots(start_server: Callable[..., PolicyServer]) -> None:
     """Clients that say hello and then ask nothing lose their slot after `first_request_timeout`, so a real client
     gets in (before, they held every slot until the 300 s idle timeout)."""
-    server = start_server(RecordingPolicy(), max_clients=2, first_request_timeout=0.5)
+    server = start_server(RecordingPolicy(), max_clients=2, max_per_host=2, first_request_timeout=0.5)
     hoarders = [raw_connect(server, hello=True) for _ in range(2)]
     with pytest.raises(PolicyUnavailable, match="busy"):
         RemotePolicy(server.url)

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from vla.runtime.chunking import Request
+from vla.runtime.policy import PolicySpec
 from vla.runtime.worker import ChunkFailed, ChunkReady, InferenceWorker, PolicySource, pack, unpack
 from vla.shm import SharedArrays
 
@@ -16,8 +17,8 @@ NAMES = [f"j{i}.pos" for i in range(6)]
 
 
 def source(latency: float = 0.0, chunk: int = 20) -> PolicySource:
-    spec = {"chunk_size": chunk, "action_names": NAMES, "state_names": NAMES, "cameras": {"front": [16, 16]},
-            "fps": 30.0, "supports_prefix": True}  # fmt: skip
+    spec = PolicySpec(chunk_size=chunk, action_names=tuple(NAMES), state_names=tuple(NAMES),
+                      cameras={"front": (16, 16)}, fps=30.0, supports_prefix=True)
     return PolicySource("scripted", latency=latency, spec=spec)
 
 
@@ -101,16 +102,24 @@ def test_pipe_messages_round_trip_without_pickle() -> None:
     np.testing.assert_array_equal(back["chunk"], arrays["chunk"])
 
 
+def _mp(obj: object) -> bytes:
+    import msgpack
+
+    return msgpack.packb(obj, use_bin_type=True)
+
+
 PIPE_GARBAGE = {
     "empty": b"",
-    "short header": b"\x05\x00",
-    "header past the end": (100).to_bytes(4, "little") + b"{}",
-    "not json": (3).to_bytes(4, "little") + b"\xff\xfe\x00",
-    "json list": (2).to_bytes(4, "little") + b"[]",
-    "no arrays": (2).to_bytes(4, "little") + b"{}",
-    "object dtype": (34).to_bytes(4, "little") + b'{"arrays": {"a": ["|O", [1]]}}   ',
-    "huge shape": (52).to_bytes(4, "little") + b'{"arrays": {"a": ["float64", [2147483647, 65536]]}} ',
-    "array past the end": (38).to_bytes(4, "little") + b'{"arrays": {"a": ["float32", [1000]]}}' + bytes(8),
+    "not msgpack": b"\xc1\x00",
+    "trailing bytes": _mp({"arrays": {}}) + b"\x00",
+    "a list": _mp([1, 2]),
+    "no arrays": _mp({"kind": "chunk"}),
+    "arrays not a map": _mp({"arrays": [1]}),
+    "object dtype": _mp({"arrays": {"a": {"dtype": "object", "shape": [1], "data": b"x"}}}),
+    "huge shape": _mp({"arrays": {"a": {"dtype": "float64", "shape": [2147483647, 65536], "data": b""}}}),
+    "data shorter than shape": _mp({"arrays": {"a": {"dtype": "float32", "shape": [1000], "data": bytes(8)}}}),
+    "extension type": b"\x81\xa6arrays\xd4\x01\x00",
+    "deep nesting": b"\x91" * 5000 + b"\x00",
 }
 
 

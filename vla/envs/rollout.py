@@ -112,53 +112,21 @@ def rollout(
     out.mkdir(parents=True, exist_ok=True)
     n_envs = max(1, min(n_envs, episodes))
     envs = [make_env(env_name) for _ in range(n_envs)]
-    experts = [make_expert(e) for e in envs] if policy == "expert" else None
     actor = None if policy == "expert" else policy
+    experts = [make_expert(e) for e in envs] if actor is None else None
     records: list[dict[str, Any]] = []
     video_paths: list[str] = []
     start = time.perf_counter()
     bar = tqdm(total=episodes, desc=f"rollout {env_name}", unit="ep", disable=not progress)
     try:
         while len(records) < episodes:
-            wave = min(n_envs, episodes - len(records))
-            first = len(records)
+            first, wave = len(records), min(n_envs, episodes - len(records))
             seeds = [seed + (first + i) // len(targets) if targets else seed + first + i for i in range(wave)]
             options = [{"target": targets[(first + i) % len(targets)]} if targets else None for i in range(wave)]
-            obs = [envs[i].reset(seed=seeds[i], options=options[i])[0] for i in range(wave)]
-            tasks = [envs[i].task_description for i in range(wave)]
-            if experts is not None:
-                for ex in experts[:wave]:
-                    ex.reset()
-            if actor is not None:
-                actor.reset()
-            done, success, steps = [False] * wave, [False] * wave, [0] * wave
-            wrong: list[bool | None] = [None] * wave
-            frames: dict[int, list[np.ndarray]] = {i: [] for i in range(wave) if first + i < videos}
-            for i in frames:
-                frames[i].append(envs[i].render())
-            while not all(done):
-                actions: Any
-                if actor is not None:
-                    actions = actor.act(obs, tasks)
-                else:
-                    assert experts is not None
-                    actions = [None if done[i] else experts[i].act() for i in range(wave)]
-                for i in range(wave):
-                    if done[i]:
-                        continue
-                    obs[i], _, terminated, truncated, info = envs[i].step(actions[i])
-                    steps[i] += 1
-                    success[i] = success[i] or bool(info["is_success"])
-                    if "wrong_object" in info:
-                        wrong[i] = bool(info["wrong_object"])
-                    done[i] = terminated or truncated
-                    if i in frames:
-                        frames[i].append(envs[i].render())
-            for i in range(wave):
-                records.append({"seed": seeds[i], "instruction": tasks[i], "success": success[i],
-                                "steps": steps[i], "target": task_target(envs[i]), "wrong_object": wrong[i]})
-            for i, clip in frames.items():
-                path = out / f"episode_{first + i:03d}_{'success' if success[i] else 'failure'}.mp4"
+            played, clips = _play_wave(envs[:wave], seeds, options, actor, experts, filmed=max(0, videos - first))
+            records += played
+            for i, clip in clips.items():
+                path = out / f"episode_{first + i:03d}_{'success' if played[i]['success'] else 'failure'}.mp4"
                 write_mp4(path, clip, envs[i].metadata["render_fps"])
                 video_paths.append(str(path))
             bar.update(wave)
@@ -179,6 +147,42 @@ def rollout(
     )  # fmt: skip
     (out / "results.json").write_text(json.dumps({**asdict(result), "episodes_detail": records}, indent=2))
     return result
+
+
+def _play_wave(envs: list[Any], seeds: list[int], options: list[dict[str, str] | None], actor: Actor | None,
+               experts: list[Any] | None, filmed: int) -> tuple[list[dict[str, Any]], dict[int, list[np.ndarray]]]:
+    """One episode in each env, stepped together (the actor acts on the whole batch at once) -> a record per
+    episode and the frames of the first `filmed` envs."""
+    obs = [env.reset(seed=s, options=o)[0] for env, s, o in zip(envs, seeds, options, strict=True)]
+    tasks = [env.task_description for env in envs]
+    for expert in experts or []:
+        expert.reset()
+    if actor is not None:
+        actor.reset()
+    n = len(envs)
+    done, success, steps = [False] * n, [False] * n, [0] * n
+    wrong: list[bool | None] = [None] * n
+    clips: dict[int, list[np.ndarray]] = {i: [envs[i].render()] for i in range(min(filmed, n))}
+    while not all(done):
+        if actor is not None:
+            actions: Any = actor.act(obs, tasks)
+        else:
+            assert experts is not None
+            actions = [None if done[i] else experts[i].act() for i in range(n)]
+        for i, env in enumerate(envs):
+            if done[i]:
+                continue
+            obs[i], _, terminated, truncated, info = env.step(actions[i])
+            steps[i] += 1
+            success[i] = success[i] or bool(info["is_success"])
+            if "wrong_object" in info:
+                wrong[i] = bool(info["wrong_object"])
+            done[i] = terminated or truncated
+            if i in clips:
+                clips[i].append(env.render())
+    records = [{"seed": seeds[i], "instruction": tasks[i], "success": success[i], "steps": steps[i],
+                "target": task_target(envs[i]), "wrong_object": wrong[i]} for i in range(n)]  # fmt: skip
+    return records, clips
 
 
 def format_result(r: RolloutResult) -> str:

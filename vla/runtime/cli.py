@@ -47,6 +47,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--first-request-timeout", type=POSITIVE, default=10.0,
                    help="drop a client that said hello but asks nothing for this long (s), so none hoards a slot")
     p.add_argument("--max-clients", type=POSITIVE_INT, default=8)
+    p.add_argument("--max-per-host", type=POSITIVE_INT, default=None,
+                   help="slots one machine may hold (default: --max-clients minus one, so one host cannot take all)")
     s = p.add_argument_group("scripted policy (--policy scripted)")
     s.add_argument("--joints", default=",".join(SO101_JOINTS), help="comma-separated joints (<joint>.pos)")
     s.add_argument("--camera", action="append", metavar="NAME:WxH", help="camera (repeatable; default front:96x96)")
@@ -66,7 +68,7 @@ def serve(args: argparse.Namespace) -> None:
     policy = load_policy(args)
     server = PolicyServer(policy, args.host, args.port, token, max_frame=int(args.max_frame_mib * 2**20),
                           idle_timeout=args.idle_timeout, first_request_timeout=args.first_request_timeout,
-                          max_clients=args.max_clients)  # fmt: skip
+                          max_clients=args.max_clients, max_per_host=args.max_per_host)  # fmt: skip
     try:
         with sigterm_as_interrupt():  # before the URL is printed: a supervisor may stop us as soon as it reads it
             server.start()

@@ -20,6 +20,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 from vla.runtime.chunking import STRATEGIES
 from vla.runtime.policy import add_inference_args
@@ -109,9 +110,10 @@ def _policy_source(args: argparse.Namespace, names: tuple[str, ...]):
 
         return PolicySource("remote", path=args.server, token=read_token(args.token_file) if args.token_file else None)
     if args.policy == "scripted":
-        cameras = {"front": [96, 96], "wrist": [96, 96]}
-        spec = {"chunk_size": 50, "action_names": list(names), "state_names": list(names), "cameras": cameras,
-                "fps": args.fps, "supports_prefix": True}  # fmt: skip
+        from vla.runtime.policy import PolicySpec
+
+        spec = PolicySpec(chunk_size=50, action_names=tuple(names), state_names=tuple(names),
+                          cameras={"front": (96, 96), "wrist": (96, 96)}, fps=args.fps, supports_prefix=True)
         return PolicySource("scripted", spec=spec)
     if args.policy:
         return PolicySource("checkpoint", path=args.policy, device=args.device, rtc_mode=args.rtc, dtype=args.dtype,
@@ -120,110 +122,25 @@ def _policy_source(args: argparse.Namespace, names: tuple[str, ...]):
 
 
 def deploy(args: argparse.Namespace) -> None:
-    from vla.hardware.robots import Follower, KochLeader, SO101Leader
-    from vla.hardware.safety import SafetyConfig
-    from vla.runtime.io import FollowerIO, FrameSource, LeaderIO, SharedFrames
+    """Open the arm and its cameras, the operator's leader, the policy; run the loop; report what happened."""
     from vla.runtime.loop import ControlLoop, LoopConfig
-    from vla.runtime.worker import InferenceWorker
     from vla.signals import sigterm_as_interrupt
 
     with contextlib.ExitStack() as stack:
-        frames: FrameSource | None = None
-        calibration = args.calibration
-        if args.robot == "virtual":
-            from vla.envs.registry import task_scene
-            from vla.hardware.virtual.arm import VirtualArm
-            from vla.hardware.virtual.twin import MujocoTwin
-
-            scene = task_scene(args.virtual_task, seed=args.seed)
-            arm = stack.enter_context(VirtualArm("so101", scene=scene, seed=args.seed))
-            port, calibration, robot = arm.port, arm.calibration_path, "so101"
-            assert arm.frames_layout is not None and isinstance(arm.twin, MujocoTwin)
-            shared = SharedFrames(arm.frames_layout)
-            stack.callback(shared.close)
-            frames = shared
-            if not args.task:
-                args.task = arm.twin.instruction
-            print(f"virtual SO-101 on {port}, twin in the '{args.virtual_task}' scene: \"{args.task}\"")
-            if args.camera:
-                raise SystemExit("--camera is for real robots: the virtual arm's twin provides its own cameras")
-        else:
-            if not args.port:
-                raise SystemExit("--port is required (the follower's serial port)")
-            port, robot = args.port, args.robot
-            if args.camera:
-                from vla.runtime.cameras import CameraFrames, CameraSpec
-
-                try:
-                    specs = [CameraSpec.parse(text) for text in args.camera]
-                except ValueError as err:
-                    raise SystemExit(f"--camera: {err}") from None
-                print(f"opening cameras {', '.join(s.name for s in specs)} ...", flush=True)
-                camera_frames = CameraFrames(specs)
-                stack.callback(camera_frames.close)
-                frames = camera_frames
-        from vla.hardware.arms import arm_spec
-
-        safety = SafetyConfig(max_step=args.max_step)
-        follower = Follower(arm_spec(robot, "follower"), port, args.id, on_exit=args.on_exit, safety=safety,
-                            calibration_path=calibration)  # fmt: skip
+        port, robot, calibration, frames = _open_robot_side(args, stack)
+        io = _connect_follower(args, stack, port, robot, calibration, frames)
         stack.enter_context(sigterm_as_interrupt())
-        follower.connect()
-        stack.callback(follower.disconnect)
-        io = FollowerIO(follower, frames)
-
-        teleop, virtual_hand = None, None
-        if args.teleop != "none":
-            if args.teleop == "virtual":
-                from vla.hardware.virtual.arm import VirtualArm
-
-                leader_arm = stack.enter_context(VirtualArm("so101", role="leader", seed=args.seed))
-                leader = SO101Leader(leader_arm.port, calibration_path=leader_arm.calibration_path)
-                virtual_hand = getattr(leader_arm.twin, "hand", None)  # the scripted operator: lets go for the policy
-            else:
-                if not args.teleop_port:
-                    raise SystemExit("--teleop-port is required with a leader arm")
-                make = SO101Leader if args.teleop == "so101-leader" else KochLeader
-                leader = make(args.teleop_port, args.teleop_id)
-            leader.connect()
-            stack.callback(leader.disconnect)
-            teleop = LeaderIO(leader)
-
-        worker = None
-        source = _policy_source(args, io.names)
-        if source is not None:
-            cameras = {name: tuple(f.shape[:2]) for name, f in io.frames().items()}
-            worker = InferenceWorker(source, state_dim=len(io.names), cameras=cameras, task=args.task)  # type: ignore[arg-type]
-            print("loading the policy in the inference worker ...", flush=True)
-            spec = worker.start()
-            stack.callback(worker.stop)
-            missing, unknown = sorted(set(spec.cameras) - set(cameras)), sorted(set(cameras) - set(spec.cameras))
-            if missing or unknown:
-                raise SystemExit(f"the policy was trained with camera(s) {sorted(spec.cameras)}; this robot provides "
-                                 f"{sorted(cameras)} (missing {missing}, unknown {unknown}): name each --camera as "
-                                 "in the policy's dataset (observation.images.NAME)")
-            for name, (h, w) in sorted(cameras.items()):
-                th, tw = spec.cameras[name]
-                if (h, w) != (th, tw):
-                    print(f"camera {name}: {w}x{h} frames resized to the policy's {tw}x{th} (as `vla data cache "
-                          "--size` resizes training frames)", flush=True)
-        config = LoopConfig(fps=args.fps, strategy=args.strategy, execute=args.execute, safe_after_s=args.safe_after,
-                            safe_state=args.safe_state, realtime=not args.no_realtime)  # fmt: skip
-
-        recorder = None
-        if args.record:
-            from vla.runtime.review import InterventionRecorder
-
-            cams = {name: tuple(f.shape[:2]) for name, f in io.frames().items()}
-            recorder = InterventionRecorder(args.record, args.fps, io.names, cams, args.task,  # type: ignore[arg-type]
-                                            robot_type=f"{robot}_follower")  # fmt: skip
-            stack.callback(recorder.close)
+        teleop, virtual_hand = _connect_leader(args, stack)
+        worker = _start_worker(args, stack, io)
+        recorder = _open_recorder(args, stack, io, robot)
         on_mode_request = None
         if virtual_hand is not None:
 
             def on_mode_request(mode: str) -> None:  # the scripted operator lets go when the policy takes over
                 virtual_hand.frozen_at = time.monotonic() if mode == "policy" else None
 
+        config = LoopConfig(fps=args.fps, strategy=args.strategy, execute=args.execute, safe_after_s=args.safe_after,
+                            safe_state=args.safe_state, realtime=not args.no_realtime)  # fmt: skip
         loop = ControlLoop(io, worker, config, teleop=teleop, on_tick=recorder, on_mode_request=on_mode_request)
         if args.start:
             loop.request_mode(args.start)
@@ -234,25 +151,138 @@ def deploy(args: argparse.Namespace) -> None:
         except KeyboardInterrupt:
             log = loop.log
             log.stop_reason = "interrupted"
-        print(f"stopped ({log.stop_reason}) after {len(log.t)} ticks; {log.realtime}")
-        if log.lateness:
-            import numpy as np
-
-            late = np.array(log.lateness) * 1000
-            print(f"tick lateness p50 {np.percentile(late, 50):.2f} ms, p99 {np.percentile(late, 99):.2f} ms, "
-                  f"max {late.max():.2f} ms; overruns {log.overruns}; chunks {len(log.chunk_latency_s)}")  # fmt: skip
-        for _, event in log.events[-10:]:
-            print(f"  {event}")
-        for message, count in log.inference_errors.items():
-            if count > 1:
-                print(f"  inference failed {count} times: {message[:200]}")
-        if args.plot and log.t:
-            from vla.runtime.review import plot_run
-
-            print(f"plot: {plot_run(log, args.plot)}")
+        _report(args, log)
         failure = log.policy_failure() if worker is not None else None
         if failure:
             raise SystemExit(f"error: {failure}")
+
+
+def _open_robot_side(args: argparse.Namespace, stack: contextlib.ExitStack) -> tuple[str, str, Any, Any]:
+    """-> (serial port, robot kind, calibration path, frame source): the virtual arm with its twin's cameras, or a
+    real arm's port and the `--camera` readers."""
+    if args.robot == "virtual":
+        from vla.envs.registry import task_scene
+        from vla.hardware.virtual.arm import VirtualArm
+        from vla.hardware.virtual.twin import MujocoTwin
+        from vla.runtime.io import SharedFrames
+
+        if args.camera:
+            raise SystemExit("--camera is for real robots: the virtual arm's twin provides its own cameras")
+        arm = stack.enter_context(VirtualArm("so101", scene=task_scene(args.virtual_task, seed=args.seed),
+                                             seed=args.seed))  # fmt: skip
+        assert arm.frames_layout is not None and isinstance(arm.twin, MujocoTwin)
+        shared = SharedFrames(arm.frames_layout)
+        stack.callback(shared.close)
+        if not args.task:
+            args.task = arm.twin.instruction
+        print(f"virtual SO-101 on {arm.port}, twin in the '{args.virtual_task}' scene: \"{args.task}\"")
+        return arm.port, "so101", arm.calibration_path, shared
+    if not args.port:
+        raise SystemExit("--port is required (the follower's serial port)")
+    if not args.camera:
+        return args.port, args.robot, args.calibration, None
+    from vla.runtime.cameras import CameraFrames, CameraSpec
+
+    try:
+        specs = [CameraSpec.parse(text) for text in args.camera]
+    except ValueError as err:
+        raise SystemExit(f"--camera: {err}") from None
+    print(f"opening cameras {', '.join(s.name for s in specs)} ...", flush=True)
+    camera_frames = CameraFrames(specs)
+    stack.callback(camera_frames.close)
+    return args.port, args.robot, args.calibration, camera_frames
+
+
+def _connect_follower(args: argparse.Namespace, stack: contextlib.ExitStack, port: str, robot: str,
+                      calibration: Any, frames: Any) -> Any:  # fmt: skip
+    from vla.hardware.arms import arm_spec
+    from vla.hardware.robots import Follower
+    from vla.hardware.safety import SafetyConfig
+    from vla.runtime.io import FollowerIO
+
+    follower = Follower(arm_spec(robot, "follower"), port, args.id, on_exit=args.on_exit,
+                        safety=SafetyConfig(max_step=args.max_step), calibration_path=calibration)  # fmt: skip
+    follower.connect()
+    stack.callback(follower.disconnect)
+    return FollowerIO(follower, frames)
+
+
+def _connect_leader(args: argparse.Namespace, stack: contextlib.ExitStack) -> tuple[Any, Any]:
+    """-> (the operator's `LeaderIO` or None, the virtual leader's scripted hand or None)."""
+    if args.teleop == "none":
+        return None, None
+    from vla.hardware.robots import KochLeader, SO101Leader
+    from vla.runtime.io import LeaderIO
+
+    virtual_hand = None
+    if args.teleop == "virtual":
+        from vla.hardware.virtual.arm import VirtualArm
+
+        leader_arm = stack.enter_context(VirtualArm("so101", role="leader", seed=args.seed))
+        leader: Any = SO101Leader(leader_arm.port, calibration_path=leader_arm.calibration_path)
+        virtual_hand = getattr(leader_arm.twin, "hand", None)  # the scripted operator: lets go for the policy
+    else:
+        if not args.teleop_port:
+            raise SystemExit("--teleop-port is required with a leader arm")
+        leader = (SO101Leader if args.teleop == "so101-leader" else KochLeader)(args.teleop_port, args.teleop_id)
+    leader.connect()
+    stack.callback(leader.disconnect)
+    return LeaderIO(leader), virtual_hand
+
+
+def _start_worker(args: argparse.Namespace, stack: contextlib.ExitStack, io: Any) -> Any:
+    """The inference worker with the policy loaded, its cameras checked against the robot's; None without one."""
+    from vla.runtime.worker import InferenceWorker
+
+    source = _policy_source(args, io.names)
+    if source is None:
+        return None
+    cameras = {name: tuple(f.shape[:2]) for name, f in io.frames().items()}
+    worker = InferenceWorker(source, state_dim=len(io.names), cameras=cameras, task=args.task)
+    print("loading the policy in the inference worker ...", flush=True)
+    spec = worker.start()
+    stack.callback(worker.stop)
+    missing, unknown = sorted(set(spec.cameras) - set(cameras)), sorted(set(cameras) - set(spec.cameras))
+    if missing or unknown:
+        raise SystemExit(f"the policy was trained with camera(s) {sorted(spec.cameras)}; this robot provides "
+                         f"{sorted(cameras)} (missing {missing}, unknown {unknown}): name each --camera as "
+                         "in the policy's dataset (observation.images.NAME)")  # fmt: skip
+    for name, (h, w) in sorted(cameras.items()):
+        th, tw = spec.cameras[name]
+        if (h, w) != (th, tw):
+            print(f"camera {name}: {w}x{h} frames resized to the policy's {tw}x{th} (as `vla data cache "
+                  "--size` resizes training frames)", flush=True)
+    return worker
+
+
+def _open_recorder(args: argparse.Namespace, stack: contextlib.ExitStack, io: Any, robot: str) -> Any:
+    if not args.record:
+        return None
+    from vla.runtime.review import InterventionRecorder
+
+    cams = {name: tuple(f.shape[:2]) for name, f in io.frames().items()}
+    recorder = InterventionRecorder(args.record, args.fps, io.names, cams, args.task, robot_type=f"{robot}_follower")
+    stack.callback(recorder.close)
+    return recorder
+
+
+def _report(args: argparse.Namespace, log: Any) -> None:
+    print(f"stopped ({log.stop_reason}) after {len(log.t)} ticks; {log.realtime}")
+    if log.lateness:
+        import numpy as np
+
+        late = np.array(log.lateness) * 1000
+        print(f"tick lateness p50 {np.percentile(late, 50):.2f} ms, p99 {np.percentile(late, 99):.2f} ms, "
+              f"max {late.max():.2f} ms; overruns {log.overruns}; chunks {len(log.chunk_latency_s)}")  # fmt: skip
+    for _, event in log.events[-10:]:
+        print(f"  {event}")
+    for message, count in log.inference_errors.items():
+        if count > 1:
+            print(f"  inference failed {count} times: {message[:200]}")
+    if args.plot and log.t:
+        from vla.runtime.review import plot_run
+
+        print(f"plot: {plot_run(log, args.plot)}")
 
 
 def _keys(loop, recorder) -> None:

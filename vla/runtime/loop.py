@@ -112,6 +112,11 @@ class ControlLoop:
         self._requested: str | None = None
         self._stop = threading.Event()
         self.log = RunLog(tuple(robot.names))
+        # per-run state of `run`: the handover in progress, the last tick with a fresh action, the leader's pose
+        # when the policy took over (operator motion is measured from it)
+        self._blend = _Blend(np.zeros(len(robot.names), np.float32), 0, 1)
+        self._last_fresh = 0
+        self._leader_ref: np.ndarray | None = None
 
     # -- control from other threads -----------------------------------------------------------------------
     def request_mode(self, mode: str) -> None:
@@ -128,15 +133,14 @@ class ControlLoop:
 
     # -- the loop -------------------------------------------------------------------------------------------
     def run(self, duration_s: float | None = None, max_ticks: int | None = None) -> RunLog:
+        """Tick until `stop()`, the duration or tick limit, or the watchdog's release; -> the run's log."""
         cfg = self.config
         rt = enable_realtime() if cfg.realtime else RealtimeStatus(False, False, ["real-time: off (as asked)"])
         self.log.realtime = str(rt)
         ticker = Ticker(cfg.fps)
-        min_blend = max(1, round(cfg.blend_s * cfg.fps))
         command = self.robot.read()
-        blend_from, blend_start, blend_ticks = command.copy(), -min_blend, min_blend
-        last_fresh = 0
-        leader_ref: np.ndarray | None = None
+        self._blend = _Blend(command.copy(), -self._min_blend, self._min_blend)
+        self._last_fresh, self._leader_ref = 0, None
         if self.mode == "policy" and self.worker is not None:
             self.strategy.reset()
         limit = max_ticks if max_ticks is not None else None if duration_s is None else round(duration_s * cfg.fps)
@@ -147,81 +151,115 @@ class ControlLoop:
                 self.log.stop_reason = "duration"
                 break
             now = time.monotonic()
-            state = self.robot.read()
-            frames = self.robot.frames()
+            state, frames = self.robot.read(), self.robot.frames()
             leader = self.teleop.read() if self.teleop is not None else None
-
-            switch = False
-            if self.worker is not None:
-                self.worker.publish(tick, state, frames)
-                for event in self.worker.poll():
-                    if isinstance(event, ChunkReady):
-                        self.strategy.receive(event.chunk, event.tick, tick)
-                        self.log.chunk_latency_s.append((tick - event.tick) / cfg.fps)
-                        switch = True
-                    else:
-                        self.strategy.fail()
-                        seen = self.log.inference_errors.get(event.message, 0)
-                        self.log.inference_errors[event.message] = seen + 1
-                        if not seen:  # each distinct error once, whole; repeats are counted
-                            self.log.events.append((now, f"inference failed: {event.message}"))
-
-            # -- who drives --------------------------------------------------------------------------------
-            mode = self._requested or self.mode
-            if mode == "policy" and self.mode == "teleop" and leader is not None:
-                leader_ref = leader.copy()  # operator motion is measured from here
-            if (self.mode == "policy" and leader is not None and leader_ref is not None
-                    and np.abs(leader - leader_ref)[:-1].max() > cfg.takeover_deg):  # fmt: skip
-                mode = "teleop"
-                self.log.events.append((now, "operator took over"))
-            if mode != self.mode:
-                self.mode, blend_from, blend_start, blend_ticks = mode, command.copy(), tick, min_blend
-                self.log.events.append((now, f"control -> {mode}"))
-                if mode == "policy":
-                    self.strategy.reset()
-                    last_fresh = tick
-            self._requested = None
-
-            # -- the target of this tick -------------------------------------------------------------------
-            source = HUMAN
-            if self.mode == "teleop":
-                assert leader is not None
-                target = leader
-            else:
-                if self.worker is not None and not self.worker.busy:
-                    req = self.strategy.request(tick)
-                    if req is not None:
-                        self.worker.request(req)
-                action = self.strategy.action(tick)
-                if action is not None:
-                    target, source, last_fresh = action, POLICY, tick
-                else:
-                    target, source = command, HOLD
-                    if (tick - last_fresh) / cfg.fps > cfg.safe_after_s:
-                        self.log.events.append((now, f"watchdog: no fresh action for {cfg.safe_after_s:.1f} s"))
-                        if cfg.safe_state == "release":
-                            self.robot.release()
-                            self.log.stop_reason = "watchdog"
-                            break
-                        last_fresh = tick  # keep holding; say so again after another period
-            if tick == blend_start or (tick == 0 and self.mode == "teleop"):  # a handover starts: how long to blend
-                gap = float(np.abs(np.asarray(target, np.float32) - blend_from).max())
-                blend_start = tick
-                blend_ticks = max(min_blend, int(np.ceil(gap / cfg.handover_speed * cfg.fps)))
-            alpha = min(1.0, (tick - blend_start) / blend_ticks)
-            wanted = (1 - alpha) * blend_from + alpha * np.asarray(target, np.float32)
-            command = self.robot.send(wanted)
-
-            self.log.t.append(now - ticker.t0)
-            self.log.lateness.append(ticker.lateness[-1] if ticker.lateness else 0.0)
-            self.log.source.append(source)
-            self.log.command.append(command.copy())
-            self.log.measured.append(state.copy())
-            self.log.switch.append(switch)
-            if self.on_tick is not None:
-                self.on_tick(tick, state, frames, command, source)
+            switch = self._take_chunks(tick, now, state, frames)
+            self._choose_driver(tick, now, leader, command)
+            chosen = self._target(tick, now, leader, command)
+            if chosen is None:  # the watchdog released the arm
+                break
+            target, source = chosen
+            command = self.robot.send(self._blend.towards(tick, target, self.mode == "teleop", cfg))
+            self._record(tick, now - ticker.t0, ticker, source, command, state, frames, switch)
             tick = ticker.wait()
         else:
             self.log.stop_reason = self.log.stop_reason or "stopped"
         self.log.overruns = ticker.overruns
         return self.log
+
+    @property
+    def _min_blend(self) -> int:
+        return max(1, round(self.config.blend_s * self.config.fps))
+
+    def _take_chunks(self, tick: int, now: float, state: np.ndarray, frames: dict[str, np.ndarray]) -> bool:
+        """Publish this tick's observation and take in what the worker sent; -> whether a new chunk arrived."""
+        if self.worker is None:
+            return False
+        switch = False
+        self.worker.publish(tick, state, frames)
+        for event in self.worker.poll():
+            if isinstance(event, ChunkReady):
+                self.strategy.receive(event.chunk, event.tick, tick)
+                self.log.chunk_latency_s.append((tick - event.tick) / self.config.fps)
+                switch = True
+            else:
+                self.strategy.fail()
+                seen = self.log.inference_errors.get(event.message, 0)
+                self.log.inference_errors[event.message] = seen + 1
+                if not seen:  # each distinct error once, whole; repeats are counted
+                    self.log.events.append((now, f"inference failed: {event.message}"))
+        return switch
+
+    def _choose_driver(self, tick: int, now: float, leader: np.ndarray | None, command: np.ndarray) -> None:
+        """Apply a requested switch, or the operator's takeover (moving the leader while the policy drives)."""
+        mode = self._requested or self.mode
+        if mode == "policy" and self.mode == "teleop" and leader is not None:
+            self._leader_ref = leader.copy()  # operator motion is measured from here
+        if (self.mode == "policy" and leader is not None and self._leader_ref is not None
+                and np.abs(leader - self._leader_ref)[:-1].max() > self.config.takeover_deg):  # fmt: skip
+            mode = "teleop"
+            self.log.events.append((now, "operator took over"))
+        if mode != self.mode:
+            self.mode = mode
+            self._blend = _Blend(command.copy(), tick, self._min_blend)
+            self.log.events.append((now, f"control -> {mode}"))
+            if mode == "policy":
+                self.strategy.reset()
+                self._last_fresh = tick
+        self._requested = None
+
+    def _target(self, tick: int, now: float, leader: np.ndarray | None, command: np.ndarray
+                ) -> tuple[np.ndarray, int] | None:  # fmt: skip
+        """-> (where this tick aims, who decided it): the leader, the policy's action, or holding still; None when
+        the watchdog released the arm."""
+        if self.mode == "teleop":
+            assert leader is not None
+            return leader, HUMAN
+        if self.worker is not None and not self.worker.busy:
+            req = self.strategy.request(tick)
+            if req is not None:
+                self.worker.request(req)
+        action = self.strategy.action(tick)
+        if action is not None:
+            self._last_fresh = tick
+            return action, POLICY
+        cfg = self.config
+        if (tick - self._last_fresh) / cfg.fps > cfg.safe_after_s:
+            self.log.events.append((now, f"watchdog: no fresh action for {cfg.safe_after_s:.1f} s"))
+            if cfg.safe_state == "release":
+                self.robot.release()
+                self.log.stop_reason = "watchdog"
+                return None
+            self._last_fresh = tick  # keep holding; say so again after another period
+        return command, HOLD
+
+    def _record(self, tick: int, t: float, ticker: Ticker, source: int, command: np.ndarray, state: np.ndarray,
+                frames: dict[str, np.ndarray], switch: bool) -> None:  # fmt: skip
+        log = self.log
+        log.t.append(t)
+        log.lateness.append(ticker.lateness[-1] if ticker.lateness else 0.0)
+        log.source.append(source)
+        log.command.append(command.copy())
+        log.measured.append(state.copy())
+        log.switch.append(switch)
+        if self.on_tick is not None:
+            self.on_tick(tick, state, frames, command, source)
+
+
+@dataclass
+class _Blend:
+    """A handover: the command moves linearly from `start_from` to the new source's target, starting at tick
+    `start`, over `ticks` (at least `blend_s`, longer when the gap is wide: at most `handover_speed`)."""
+
+    start_from: np.ndarray
+    start: int
+    ticks: int
+
+    def towards(self, tick: int, target: np.ndarray, teleop: bool, cfg: LoopConfig) -> np.ndarray:
+        target = np.asarray(target, np.float32)
+        if tick == self.start or (tick == 0 and teleop):  # a handover starts: how long to blend
+            gap = float(np.abs(target - self.start_from).max())
+            self.start = tick
+            self.ticks = max(self.ticks, int(np.ceil(gap / cfg.handover_speed * cfg.fps)))
+        alpha = min(1.0, (tick - self.start) / self.ticks)
+        return (1 - alpha) * self.start_from + alpha * target

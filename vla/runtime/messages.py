@@ -192,7 +192,7 @@ def encode(msg: Message) -> bytes:
     if isinstance(msg, Hello):
         body |= {"token": msg.token, "client": msg.client}
     elif isinstance(msg, SpecMessage):
-        body |= {"spec": _pack_spec(msg.spec), "max_frame": msg.max_frame}
+        body |= {"spec": spec_to_map(msg.spec), "max_frame": msg.max_frame}
     elif isinstance(msg, InferRequest):
         body |= {"seq": msg.seq, "sent": msg.sent, "obs": _pack_obs(msg.obs)}
     elif isinstance(msg, InferReply):
@@ -208,7 +208,7 @@ def pack_array(a: np.ndarray) -> dict[str, Any]:
     a = np.asarray(a)
     if a.dtype.name not in DTYPES or a.dtype.kind not in "uif":
         raise MalformedMessage(f"cannot send an array of dtype {a.dtype}; allowed: {', '.join(DTYPES)}")
-    a = np.ascontiguousarray(a, dtype=DTYPES[a.dtype.name])
+    a = np.asarray(a, dtype=DTYPES[a.dtype.name], order="C")  # (ascontiguousarray would make a 0-d array 1-d)
     return {"dtype": a.dtype.name, "shape": list(a.shape), "data": a.tobytes()}
 
 
@@ -222,7 +222,8 @@ def _pack_obs(obs: RequestObservation) -> dict[str, Any]:
     }
 
 
-def _pack_spec(spec: PolicySpec) -> dict[str, Any]:
+def spec_to_map(spec: PolicySpec) -> dict[str, Any]:
+    """A `PolicySpec` as the plain map both codecs carry (`spec_from_map` reads it back, checking every field)."""
     return {"chunk_size": spec.chunk_size, "action_names": list(spec.action_names),
             "state_names": list(spec.state_names), "cameras": {k: list(v) for k, v in spec.cameras.items()},
             "fps": float(spec.fps), "supports_prefix": spec.supports_prefix}  # fmt: skip
@@ -231,8 +232,9 @@ def _pack_spec(spec: PolicySpec) -> dict[str, Any]:
 # ---- decoding -------------------------------------------------------------------------------------------------
 
 
-def decode(payload: bytes | bytearray | memoryview) -> Message:
-    """Parse and validate one payload. Raises `MalformedMessage` or `UnsupportedVersion`; never anything else."""
+def decode_map(payload: bytes | bytearray | memoryview) -> dict[str, Any]:
+    """One bounded, strict msgpack map (the limits of the module docstring); `MalformedMessage` otherwise. The
+    inference worker's pipe reads its messages with this too."""
     containers = 0
 
     def count(obj: Any) -> Any:
@@ -256,6 +258,12 @@ def decode(payload: bytes | bytearray | memoryview) -> Message:
         raise MalformedMessage(f"not a valid msgpack message: {type(err).__name__}: {err}") from None
     if not isinstance(body, dict):
         raise MalformedMessage(f"a message must be a msgpack map, got {type(body).__name__}")
+    return body
+
+
+def decode(payload: bytes | bytearray | memoryview) -> Message:
+    """Parse and validate one payload. Raises `MalformedMessage` or `UnsupportedVersion`; never anything else."""
+    body = decode_map(payload)
     version, kind = body.get("v"), body.get("kind")
     if kind == "error" and isinstance(body.get("code"), str) and isinstance(body.get("message"), str):
         seq = body.get("seq")  # error messages are readable across versions
@@ -284,7 +292,7 @@ def _decode_body(kind: Any, body: dict[str, Any]) -> Message:
         return Hello(None if token is None else _str(token, "hello.token"), _str(f["client"], "hello.client"))
     if kind == "spec":
         f = _fields(body, "spec", ("spec", "max_frame"))
-        return SpecMessage(_decode_spec(f["spec"]), _int(f["max_frame"], "spec.max_frame", low=1))
+        return SpecMessage(spec_from_map(f["spec"]), _int(f["max_frame"], "spec.max_frame", low=1))
     if kind == "infer":
         f = _fields(body, "infer", ("seq", "sent", "obs"))
         return InferRequest(_int(f["seq"], "infer.seq"), _float(f["sent"], "infer.sent"), _decode_obs(f["obs"]))
@@ -316,7 +324,8 @@ def _decode_obs(value: Any) -> RequestObservation:
     )
 
 
-def _decode_spec(value: Any) -> PolicySpec:
+def spec_from_map(value: Any) -> PolicySpec:
+    """`spec_to_map`'s inverse; raises `MalformedMessage` naming the first field that is wrong."""
     f = _fields(value, "spec.spec", ("chunk_size", "action_names", "state_names", "cameras", "fps", "supports_prefix"))
     cameras = {}
     for name, size in _map(f["cameras"], "spec.cameras").items():

@@ -1,7 +1,8 @@
 """`PolicyServer`: serves a `ChunkPolicy` over TCP to `RemotePolicy` clients (the robot computer needs no GPU).
 
-One thread per client (up to `max_clients`); the policy itself is called by one thread at a time under a lock,
-so a policy need not be thread-safe. The wire format is `vla.runtime.messages`; the session is
+One thread per client (up to `max_clients`, at most `max_per_host` of them from one machine); the policy itself
+is called by one thread at a time under a lock, so a policy need not be thread-safe. The wire format is
+`vla.runtime.messages`; the session is
 
     client: hello(token)  ->  server: spec          (or error + close: wrong version, wrong token, too slow)
     client: infer(seq)    ->  server: actions(seq)  (repeated; reset(seq) -> reset_ok(seq) likewise)
@@ -90,6 +91,7 @@ class PolicyServer:
         idle_timeout: float | None = 300.0,
         first_request_timeout: float = 10.0,
         max_clients: int = 8,
+        max_per_host: int | None = None,
     ):
         if token is not None and not token.strip():
             raise ValueError("PolicyServer token is empty; pass None for no token or a non-empty secret")
@@ -97,6 +99,11 @@ class PolicyServer:
             raise ValueError(f"max_frame={max_frame} is below the {HANDSHAKE_MAX_FRAME}-byte handshake limit")
         self.policy, self.host, self.port = policy, host, port
         self.max_frame, self.max_clients = max_frame, max_clients
+        # one machine may hold at most this many slots (default: all but one), so a host that opens connections in
+        # a loop leaves a slot for everyone else; 127.0.0.1 counts as one host like any other
+        self.max_per_host = max(1, max_clients - 1) if max_per_host is None else max_per_host
+        if self.max_per_host < 1:
+            raise ValueError(f"max_per_host must be >= 1, got {max_per_host}")
         self.handshake_timeout, self.frame_timeout, self.idle_timeout = handshake_timeout, frame_timeout, idle_timeout
         # a client that said hello must ask for something this soon, or its slot goes to the next: otherwise a few
         # silent connections hold every slot until the idle timeout
@@ -197,13 +204,15 @@ class PolicyServer:
             peer = f"{addr[0]}:{addr[1]}"
             tune_socket(conn)
             with self._clients_lock:
-                busy = len(self._clients) >= self.max_clients
-                if not busy:
+                from_host = sum(p.rpartition(":")[0] == addr[0] for p in self._clients.values())
+                refusal = (f"server already has {self.max_clients} clients" if len(self._clients) >= self.max_clients
+                           else f"{addr[0]} already holds {from_host} of the server's slots (max_per_host)"
+                           if from_host >= self.max_per_host else None)  # fmt: skip
+                if refusal is None:
                     self._clients[conn] = peer
-            if busy:  # answered in a thread too: the reply may take up to ERROR_SEND_TIMEOUT
-                log.warning("refused %s: already serving %d clients (max_clients)", peer, self.max_clients)
-                error = Error(ErrorCode.BUSY, f"server already has {self.max_clients} clients")
-                work: Callable[[], None] = functools.partial(self._reject, conn, peer, error)
+            if refusal is not None:  # answered in a thread too: the reply may take up to ERROR_SEND_TIMEOUT
+                log.warning("refused %s: %s", peer, refusal)
+                work: Callable[[], None] = functools.partial(self._reject, conn, peer, Error(ErrorCode.BUSY, refusal))
             else:
                 work = functools.partial(self._serve_client, conn, peer)
             thread = threading.Thread(target=self._run_client, args=(work,), name=f"policy-client-{peer}", daemon=True)

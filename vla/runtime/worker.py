@@ -8,24 +8,33 @@
 
 The worker reads the observation when it starts computing (always the newest, whatever tick the request was
 made at) and reports which tick that was, so the loop knows the chunk's true age; a prefix for real-time chunking
-is shifted by the ticks that passed in between. Requests and replies cross a pipe as a small JSON header plus raw
-array bytes (no pickle). A worker that dies, or whose policy raises, turns into events, never into a stall.
+is shifted by the ticks that passed in between. Requests and replies cross a pipe as msgpack maps with arrays
+packed as the policy server packs them (`vla.runtime.messages`: one codec, never pickle). A worker that dies, or
+whose policy raises, turns into events, never into a stall.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
-import math
 import multiprocessing as mp
 import time
 import traceback
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
+import msgpack
 import numpy as np
 
 from vla.runtime.chunking import Request
+from vla.runtime.messages import (
+    MalformedMessage,
+    ProtocolError,
+    decode_map,
+    pack_array,
+    spec_from_map,
+    spec_to_map,
+    unpack_array,
+)
 from vla.runtime.policy import PolicySpec, RequestObservation, ScriptedPolicy
 from vla.shm import SharedArrays
 
@@ -44,26 +53,23 @@ class PolicySource:
     token: str | None = None
     latency: float = 0.0  # scripted: seconds per chunk
     error: str = ""  # scripted: fail every request with this message
-    spec: dict[str, Any] = field(default_factory=dict)  # scripted: PolicySpec fields
+    spec: PolicySpec | None = None  # scripted and preset: what the stand-in serves
 
     def build(self):
         if self.kind == "checkpoint":
             from vla.runtime.checkpoint import load_checkpoint_policy
 
             return load_checkpoint_policy(self.path, self.device, self.rtc_mode, self.dtype, self.compile, self.task)
+        if self.kind in ("scripted", "preset") and self.spec is None:
+            raise ValueError(f"a '{self.kind}' policy source needs a spec")
         if self.kind == "scripted":
-            spec = dict(self.spec)
-            spec["cameras"] = {k: tuple(v) for k, v in spec.get("cameras", {}).items()}
-            for key in ("action_names", "state_names"):
-                spec[key] = tuple(spec[key])
-            return ScriptedPolicy(PolicySpec(**spec), latency=self.latency, error=self.error)
+            assert self.spec is not None
+            return ScriptedPolicy(self.spec, latency=self.latency, error=self.error)
         if self.kind == "preset":  # a random network of a model preset: real inference cost, for benchmarks
             from vla.runtime.checkpoint import PresetPolicy
 
-            spec = self.spec
-            return PresetPolicy(self.path, tuple(spec["action_names"]),
-                                {k: tuple(v) for k, v in spec.get("cameras", {}).items()}, spec.get("fps", 30.0),
-                                self.device)  # fmt: skip
+            assert self.spec is not None
+            return PresetPolicy(self.path, self.spec.action_names, self.spec.cameras, self.spec.fps, self.device)
         if self.kind == "remote":
             from vla.runtime.client import RemotePolicy
 
@@ -84,15 +90,10 @@ class ChunkFailed:
     message: str
 
 
-# -- the pipe's message format: 4-byte header length, JSON header, then the arrays' raw bytes ------------------
+# -- the pipe's messages: msgpack maps, arrays in the wire protocol's form (vla.runtime.messages), never pickle --
 def pack(header: dict, arrays: dict[str, np.ndarray] | None = None) -> bytes:
-    arrays = arrays or {}
-    header = {**header, "arrays": {k: [str(a.dtype), list(a.shape)] for k, a in arrays.items()}}
-    head = json.dumps(header).encode()
-    return len(head).to_bytes(4, "little") + head + b"".join(np.ascontiguousarray(a).tobytes() for a in arrays.values())
-
-
-PIPE_DTYPES = frozenset({"float32", "float64", "uint8", "int64", "bool"})
+    body = {**header, "arrays": {k: pack_array(a) for k, a in (arrays or {}).items()}}
+    return msgpack.packb(body, use_bin_type=True)
 
 
 class PipeError(ValueError):
@@ -100,31 +101,16 @@ class PipeError(ValueError):
 
 
 def unpack(data: bytes) -> tuple[dict, dict[str, np.ndarray]]:
-    """`pack`'s inverse. Raises `PipeError` for anything `pack` would not have written, never another error."""
-    if len(data) < 4:
-        raise PipeError(f"message of {len(data)} bytes is shorter than its 4-byte header length")
-    n = int.from_bytes(data[:4], "little")
-    if 4 + n > len(data):
-        raise PipeError(f"header of {n} bytes announced in a message of {len(data)}")
+    """`pack`'s inverse, with the policy server's bounded decoder. Raises `PipeError` for anything `pack` would not
+    have written, never another error."""
     try:
-        header = json.loads(data[4 : 4 + n])
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as err:
-        raise PipeError(f"header is not JSON: {err}") from None
-    specs = header.pop("arrays", None) if isinstance(header, dict) else None
-    if not isinstance(specs, dict):
-        raise PipeError("header is not a JSON object with an 'arrays' object")
-    arrays, offset = {}, 4 + n
-    for key, spec in specs.items():
-        if not (isinstance(spec, list) and len(spec) == 2 and spec[0] in PIPE_DTYPES and isinstance(spec[1], list)
-                and all(type(d) is int and 0 <= d < 2**31 for d in spec[1])):  # fmt: skip
-            raise PipeError(f"array {key!r}: {spec!r} is not [dtype, shape]"[:300])
-        dtype, shape = np.dtype(spec[0]), spec[1]
-        count = math.prod(shape)  # Python integers: no overflow
-        if offset + count * dtype.itemsize > len(data):
-            raise PipeError(f"array {key!r} runs past the end of the message")
-        arrays[key] = np.frombuffer(data, dtype, count, offset).reshape(shape).copy()
-        offset += count * dtype.itemsize
-    return header, arrays
+        header = decode_map(data)
+        packed = header.pop("arrays", None)
+        if not isinstance(packed, dict):
+            raise MalformedMessage("a pipe message needs an 'arrays' map")
+        return header, {key: unpack_array(value, f"array {key!r}") for key, value in packed.items()}
+    except ProtocolError as err:
+        raise PipeError(str(err)[:300]) from None
 
 
 def fit_frame(frame: np.ndarray, size: tuple[int, ...] | None) -> np.ndarray:
@@ -142,7 +128,7 @@ def _serve(conn, source: PolicySource, layout: dict) -> None:
     try:
         policy = source.build()
         observations = SharedArrays.attach(layout)
-        conn.send_bytes(pack({"kind": "ready", "spec": asdict(policy.spec)}))
+        conn.send_bytes(pack({"kind": "ready", "spec": spec_to_map(policy.spec)}))
     except Exception as err:
         conn.send_bytes(pack({"kind": "fatal", "message": f"{type(err).__name__}: {err}"}))
         return
@@ -202,10 +188,7 @@ class InferenceWorker:
         if header["kind"] != "ready":
             self.stop()
             raise RuntimeError(f"the inference worker could not load its policy: {header.get('message')}")
-        spec = header["spec"]
-        spec["cameras"] = {k: tuple(v) for k, v in spec["cameras"].items()}
-        spec["action_names"], spec["state_names"] = tuple(spec["action_names"]), tuple(spec["state_names"])
-        self.spec = PolicySpec(**spec)
+        self.spec = spec_from_map(header["spec"])
         return self.spec
 
     @property
