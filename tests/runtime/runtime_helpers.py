@@ -18,7 +18,8 @@ import msgpack
 import numpy as np
 
 from vla.hardware.arms import JOINTS as SO101_JOINTS
-from vla.runtime.messages import HEADER, PROTOCOL_VERSION, Error, decode, recv_frame
+from vla.runtime.framing import HEADER, recv_frame
+from vla.runtime.messages import PROTOCOL_VERSION, Error, decode
 from vla.runtime.policy import PolicySpec, RequestObservation
 from vla.runtime.server import PolicyServer
 

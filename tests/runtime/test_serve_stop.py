@@ -14,7 +14,8 @@ import pytest
 from runtime_helpers import SPEC, frame, make_obs, read_error, spawn_server
 
 from vla.runtime.client import RemotePolicy
-from vla.runtime.messages import PROTOCOL_VERSION, ErrorCode, decode, recv_frame
+from vla.runtime.framing import recv_frame
+from vla.runtime.messages import PROTOCOL_VERSION, ErrorCode, decode
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])

@@ -15,7 +15,8 @@ import pytest
 from runtime_helpers import SPEC, RecordingPolicy, frame, make_obs, raw_connect, read_error
 
 from vla.runtime.client import PolicyUnavailable, RemotePolicy, RequestRejected
-from vla.runtime.messages import HANDSHAKE_MAX_FRAME, HEADER, ErrorCode, pack_array
+from vla.runtime.framing import HEADER
+from vla.runtime.messages import HANDSHAKE_MAX_FRAME, ErrorCode, pack_array
 from vla.runtime.policy import ChunkPolicy, ScriptedPolicy
 from vla.runtime.server import PolicyServer
 

@@ -163,21 +163,19 @@ class VLAModel(nn.Module):
     # ------------------------------------------------------------------ how the layers execute
     def vlm_stack(self, fast: bool, dtype: torch.dtype) -> Stack:
         """The kept VLM text layers on their modules, or (`fast`) on fused weights in `dtype`."""
-        text, blocks = self.cfg.text, self.backbone.blocks
-        if not fast:
-            return ModuleStack(blocks, text.head_dim)
-        int8 = self.int8_now
-        layers = self._fused_vlm.get(blocks, dtype, lambda layer: fused.fuse_layer(layer, False, dtype, int8), int8)
-        return fused.FusedStack(layers, text.num_heads, text.num_kv_heads, text.head_dim, dtype)
+        return self._stack(self.backbone.blocks, self._fused_vlm, fast, dtype)
 
     def expert_stack(self, fast: bool, dtype: torch.dtype) -> Stack:
         """The action expert's layers on their modules, or (`fast`) on fused weights in `dtype`."""
-        text, blocks = self.cfg.text, self.expert.blocks
+        return self._stack(self.expert.blocks, self._fused_expert, fast, dtype)
+
+    def _stack(self, blocks: list[Any], cache: fused.FusedCache, fast: bool, dtype: torch.dtype) -> Stack:
+        text = self.cfg.text
         if not fast:
             return ModuleStack(blocks, text.head_dim)
-        int8 = self.int8_now
-        layers = self._fused_expert.get(blocks, dtype, lambda layer: fused.fuse_layer(layer, layer.cross, dtype, int8),
-                                        int8)  # fmt: skip
+        int8 = self.int8_now  # a cross-attention layer (the expert's) fuses its query projection only
+        layers = cache.get(blocks, dtype, lambda layer: fused.fuse_layer(layer, getattr(layer, "cross", False), dtype,
+                                                                          int8), int8)  # fmt: skip
         return fused.FusedStack(layers, text.num_heads, text.num_kv_heads, text.head_dim, dtype)
 
     def _cross_kv(self, layer: ExpertLayer, k: torch.Tensor, v: torch.Tensor) -> KV:

@@ -35,9 +35,9 @@ from urllib.parse import urlsplit
 
 import numpy as np
 
+from vla.runtime.framing import HEADER, recv_frame, send_payload, tune_socket
 from vla.runtime.messages import (
     DEFAULT_MAX_FRAME,
-    HEADER,
     Error,
     ErrorCode,
     FrameTimeout,
@@ -55,9 +55,6 @@ from vla.runtime.messages import (
     check_observation,
     decode,
     encode,
-    recv_frame,
-    send_payload,
-    tune_socket,
 )
 from vla.runtime.policy import PolicySpec, RequestObservation
 

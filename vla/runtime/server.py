@@ -33,6 +33,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from vla.runtime.framing import recv_frame, send_message, tune_socket
 from vla.runtime.messages import (
     DEFAULT_MAX_FRAME,
     HANDSHAKE_MAX_FRAME,
@@ -55,9 +56,6 @@ from vla.runtime.messages import (
     check_actions,
     check_observation,
     decode,
-    recv_frame,
-    send_message,
-    tune_socket,
 )
 from vla.runtime.policy import ChunkPolicy
 
