@@ -69,8 +69,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--out", type=Path, default=Path("outputs/demo"))
     demo.add_argument("--env", default="so101/pick-color", help="sim task to record, train on and roll out")
     demo.add_argument("--steps", type=POSITIVE_INT, default=None,
-                      help="training steps (default 3000 sim, 800 synthetic)")  # fmt: skip
-    demo.add_argument("--episodes", type=POSITIVE_INT, default=100, help="demonstrations to record")
+                      help="training steps (default 2600 sim, 800 synthetic)")  # fmt: skip
+    demo.add_argument("--episodes", type=POSITIVE_INT, default=None,
+                      help="demonstrations to record (default 200 sim, 100 synthetic)")  # fmt: skip
     demo.add_argument("--rollouts", type=POSITIVE_INT, default=100, help="evaluation episodes on unseen seeds")
     demo.add_argument("--batch-size", type=POSITIVE_INT, default=32)
     demo.add_argument("--preset", default=None, choices=["tiny", "cpu", "small"],
@@ -91,6 +92,9 @@ def build_parser() -> argparse.ArgumentParser:
     rec.add_argument("--keep-failed", action="store_true", help="also save episodes where the expert failed")
     rec.add_argument("--seed", type=int, default=0, help="seed of the first episode")
     rec.add_argument("--repo-id", default=None)
+    rec.add_argument("--commit-every", type=number(float, low=0), default=30.0, metavar="SECONDS",
+                     help="make the dataset loadable this often; a SIGKILL loses what was saved since (0: after "
+                          "every episode, slower as the dataset grows)")  # fmt: skip
 
     ro = sub.add_parser("rollout", help="evaluate a checkpoint (or --policy expert) in sim")
     ro.add_argument("--policy", required=True, help="checkpoint directory (pretrained_model) or 'expert'")
@@ -116,7 +120,10 @@ def run_record(args: argparse.Namespace) -> None:
     summary = record(
         args.env, args.episodes, args.out, resume=args.resume, image_size=parse_size(args.image_size),
         use_videos=not args.images, keep_failed=args.keep_failed, seed=args.seed, repo_id=args.repo_id,
+        commit_every=args.commit_every,
     )  # fmt: skip
+    if summary.rolled_back:
+        print(f"{summary.rolled_back} episodes saved after the last commit of the killed recording were dropped")
     print(
         f"saved {summary.saved} episodes ({summary.frames} frames) to {summary.root} in {summary.seconds:.0f} s; "
         f"expert succeeded in {summary.successes}/{summary.attempted} attempts"
@@ -150,10 +157,10 @@ def run_demo(args: argparse.Namespace) -> None:
     from vla.demo import run, run_sim
 
     if args.synthetic:
-        run(args.out, args.steps or 800, args.episodes, args.batch_size, args.preset or "tiny", args.dtype,
+        run(args.out, args.steps or 800, args.episodes or 100, args.batch_size, args.preset or "tiny", args.dtype,
             args.lr or 1e-3)
     else:
-        run_sim(args.out, args.env, args.steps or 3000, args.episodes, args.batch_size, args.preset or "cpu",
+        run_sim(args.out, args.env, args.steps or 2600, args.episodes or 200, args.batch_size, args.preset or "cpu",
                 args.dtype, args.lr or 5e-4, args.rollouts)
 
 

@@ -122,13 +122,14 @@ def run_sim(out: Path, env: str, steps: int, episodes: int, batch_size: int, pre
     print(f"      frame cache {cache} built in {time.time() - started:.0f} s")
     print(f"[2/4] training the '{preset}' VLA ({dtype}) for {steps} steps with vla train", flush=True)
     # the `cpu` recipe (docs/learning.md): half of each chunk executed before the next is predicted, the weights'
-    # moving average saved, and the learning rate on a cosine three times the run's length, so it stays near its
-    # peak while the average smooths it: a full cosine over a short run starves the colour binding (14/100 at 2,500
-    # steps), while this schedule's 3,000-step checkpoints reached 56/100 and 58/100 (200 and 400 demos)
+    # moving average saved, four noise draws per observation sharing its prefix, and the learning rate on a cosine
+    # planned three runs long, so the run ends at 3/4 of the peak while the average smooths it (a cosine decayed to
+    # zero over a short run: 13-28/100; the 3,000-step checkpoint of a 9,000-step run: 56/100, with 4 draws 71/100)
     cpu = preset == "cpu"
-    flags = ("--policy.n_action_steps=8", "--policy.ema_decay=0.999") if cpu else ()
-    losses = train(out / "data", out / "train", steps, batch_size, preset, dtype, lr, repo_id=repo_id, flags=flags,
-                   decay_steps=3 * steps if cpu else steps)  # fmt: skip
+    flags = ("--policy.n_action_steps=8", "--policy.ema_decay=0.999", "--policy.flow_samples=4",
+             "--policy.scheduler_scale_to_run=false")  # fmt: skip
+    losses = train(out / "data", out / "train", steps, batch_size, preset, dtype, lr, repo_id=repo_id,
+                   flags=flags if cpu else (), decay_steps=3 * steps if cpu else steps)  # fmt: skip
     plot(losses, out / "loss.png")
     ckpt = out / "train" / "checkpoints" / "last" / "pretrained_model"
     print(f"[3/4] rolling out {ckpt} for {rollouts} episodes on unseen seeds", flush=True)

@@ -163,7 +163,8 @@ def test_record_resume_and_interrupt(tmp_path: Path, monkeypatch: pytest.MonkeyP
 
 
 def test_record_survives_sigkill_mid_episode_and_resumes(tmp_path: Path) -> None:
-    """A process killed without any cleanup keeps every saved episode loadable, and `--resume` carries on."""
+    """With a commit after every episode (on-robot recording's setting), a process killed without any cleanup keeps
+    every saved episode loadable, and `--resume` carries on. (Commits at intervals: tests/datasets/test_writer.py.)"""
     import signal
     import time
 
@@ -171,7 +172,8 @@ def test_record_survives_sigkill_mid_episode_and_resumes(tmp_path: Path) -> None
 
     out = tmp_path / "reach"
     vla = str(Path(sys.executable).with_name("vla"))
-    cmd = [vla, "record", "--env", "so101/reach", "--episodes", "100", "--out", str(out), "--image-size", "32x32"]
+    cmd = [vla, "record", "--env", "so101/reach", "--episodes", "100", "--out", str(out), "--image-size", "32x32",
+           "--commit-every", "0"]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     state = out / "meta/vla_record.json"
     deadline = time.monotonic() + 240

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from vla.model import PRESETS, Observation, VLAModel, VLAModelConfig
-from vla.model.flow import loss_mask, noisy_actions
+from vla.model.flow import loss_mask, noisy_actions, sample_time
 
 TINY = PRESETS["tiny"]
 
@@ -124,6 +124,41 @@ def test_per_sample_loss_averages_to_batch_loss_when_unpadded() -> None:
     per = model.compute_loss(obs, actions, is_pad, noise=noise, time=time, per_sample=True)
     assert per.shape == (2,)
     torch.testing.assert_close(per.mean(), model.compute_loss(obs, actions, is_pad, noise=noise, time=time))
+
+
+def test_flow_samples_share_one_prefix_and_equal_repeated_observations() -> None:
+    """k noise draws per observation in training: the same losses and gradients as the observations repeated k
+    times with those draws, but the prefix computed once per observation."""
+    k, b = 3, 2
+    model = make().train()
+    model.cfg = TINY.replace(flow_samples=k)
+    obs = hard_obs(TINY, batch=b)
+    actions = torch.randn(b, TINY.chunk_size, 5)
+    is_pad = torch.zeros(b, TINY.chunk_size, dtype=torch.bool)
+    is_pad[1, 7:] = True
+    prefixes = []
+    fill = model.fill_cache
+    model.fill_cache = lambda o, h: prefixes.append(o.batch_size) or fill(o, h)  # type: ignore[method-assign]
+    torch.manual_seed(5)
+    per = model.compute_loss(obs, actions, is_pad, per_sample=True)
+    assert per.shape == (b,) and prefixes == [b]
+
+    torch.manual_seed(5)  # the draws compute_loss made: noise for the b*k rows, then their times
+    noise = torch.randn(b * k, TINY.chunk_size, TINY.max_action_dim)
+    time = sample_time(b * k, torch.device("cpu"))
+    rep = Observation(images=[im.repeat_interleave(k, 0) for im in obs.images],
+                      image_masks=obs.image_masks.repeat_interleave(k, 0), state=obs.state.repeat_interleave(k, 0),
+                      tokens=obs.tokens.repeat_interleave(k, 0), token_mask=obs.token_mask.repeat_interleave(k, 0))
+    expected = model.compute_loss(rep, actions.repeat_interleave(k, 0), is_pad.repeat_interleave(k, 0), noise=noise,
+                                  time=time, per_sample=True).view(b, k).mean(1)  # fmt: skip
+    torch.testing.assert_close(per, expected)
+    assert not torch.allclose(expected, model.compute_loss(rep, actions.repeat_interleave(k, 0),
+                                                           is_pad.repeat_interleave(k, 0), noise=noise.flip(0),
+                                                           time=time, per_sample=True).view(b, k).mean(1))  # fmt: skip
+    model.eval()  # outside training one draw per observation, as given
+    prefixes.clear()
+    torch.manual_seed(5)
+    assert model.compute_loss(obs, actions, is_pad, per_sample=True).shape == (b,) and prefixes == [b]
 
 
 def test_state_gradient_through_frozen_vlm_matches_joint_pass() -> None:

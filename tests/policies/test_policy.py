@@ -325,3 +325,25 @@ def test_ema_weights_are_what_the_checkpoint_saves(tmp_path: Path) -> None:
     plain, _, _ = build()
     plain.update()
     assert plain._ema is None
+
+
+def test_cosine_as_planned_keeps_its_length_in_a_shorter_run() -> None:
+    """LeRobot's cosine shrinks to a run shorter than scheduler_decay_steps and ends at decay_lr; with
+    scheduler_scale_to_run=false the run ends mid-cosine, where the planned schedule is at that step."""
+    import math
+
+    def lr_after(steps: int, scale: bool) -> float:
+        cfg = VLAConfig(preset="tiny", optimizer_lr=1e-3, scheduler_warmup_steps=10, scheduler_decay_steps=300,
+                        scheduler_scale_to_run=scale)  # fmt: skip
+        optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=cfg.optimizer_lr)
+        schedule = cfg.get_scheduler_preset().build(optimizer, num_training_steps=100)
+        for _ in range(steps):
+            optimizer.step()
+            schedule.step()
+        return optimizer.param_groups[0]["lr"]
+
+    planned = 2.5e-6 + (1e-3 - 2.5e-6) * 0.5 * (1 + math.cos(math.pi * 100 / 300))
+    assert lr_after(100, scale=False) == pytest.approx(planned, rel=1e-6)  # 0.75 of the peak
+    assert lr_after(100, scale=True) == pytest.approx(2.5e-6, rel=1e-3)  # LeRobot's: decayed over the 100 steps
+    assert lr_after(5, scale=False) < 1e-3  # warming up
+    assert lr_after(10, scale=False) == pytest.approx(1e-3, rel=1e-2)  # at the peak

@@ -111,3 +111,32 @@ def test_compiled_checkpoint_compiles_while_loading(checkpoint: Path) -> None:
     longer.task = "put the blue cube in the box, then the red one"  # same bucket: no compile
     policy.infer(longer)
     assert counters["stats"]["unique_graphs"] == again
+
+
+def test_guidance_keeps_a_trained_checkpoint_on_its_own_plan_at_chunk_switches(so101_checkpoint: Path) -> None:
+    """Real-time chunking with a checkpoint trained by `vla train` (not a test policy that inpaints itself): the
+    next chunk, asked while the previous one still executes, continues that chunk's plan where it takes over,
+    against naive asynchronous execution (the next chunk ignores the plan), in sim observations of the trained
+    task. The deviation is |new chunk - previous plan| (arm units) at the first action the new chunk executes."""
+    from vla.envs.suite import make_env
+
+    execute, delay = 5, 2
+    env = make_env("so101/reach", image_size=(32, 32))
+    policies = {mode: CheckpointPolicy(so101_checkpoint, rtc_mode=mode) for mode in ("off", "guidance")}
+    deviation: dict[str, list[float]] = {"off": [], "guidance": []}
+    try:
+        for seed in range(4):
+            obs, _ = env.reset(seed=seed)
+            state = np.asarray(obs["agent_pos"], np.float32)
+            images = {cam: np.ascontiguousarray(img) for cam, img in obs["pixels"].items()}
+            torch.manual_seed(seed)
+            plan = policies["off"].infer(RequestObservation(state, images, env.task_description))
+            left_over = plan[execute:]
+            for mode, policy in policies.items():
+                torch.manual_seed(100 + seed)
+                chunk = policy.infer(RequestObservation(state, images, env.task_description, left_over, delay))
+                deviation[mode].append(float(np.abs(chunk[delay] - left_over[delay]).max()))
+    finally:
+        env.close()
+    naive, guided = np.mean(deviation["off"]), np.mean(deviation["guidance"])
+    assert guided < 0.3 * naive, deviation

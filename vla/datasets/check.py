@@ -44,6 +44,7 @@ from vla.datasets.lerobot_io import (
     whole_number,
 )
 from vla.datasets.stats import Stats, lowdim_stats, read_stats
+from vla.datasets.writer import COMMIT_FILE, uncommitted_episodes
 
 INDEX_COLUMNS = {"timestamp": "float32", "frame_index": "int64", "episode_index": "int64", "index": "int64",
                  "task_index": "int64"}  # fmt: skip
@@ -103,6 +104,10 @@ def check_dataset(root: str | Path, frames: bool = True, stats: bool = True,
     problems = check_info(root)
     if problems:
         return problems  # LeRobotSource (and LeRobot) would stop at the first bad field with a bare exception
+    if lost := uncommitted_episodes(root):
+        return [Problem(str(root / COMMIT_FILE), f"a recording was killed with {_plural(lost, 'episode')} saved after "
+                        "its last commit; their files may be unreadable", "run the recording again with --resume: it "
+                        "rolls the dataset back to that commit and appends")]  # fmt: skip
     try:
         source = LeRobotSource(root)
     except DatasetError as err:

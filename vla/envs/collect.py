@@ -3,8 +3,10 @@
 Each frame is (observation before the action, the action, the instruction as the task). Episode i of a recording
 uses seed `seed + i`; the next unused seed is kept in `meta/vla_record.json`, so `--resume` continues with fresh
 initial states. Failed expert episodes are dropped unless `keep_failed`. At the end the dataset's statistics are
-recomputed exactly over all episodes (`vla.datasets.stats`). Rollouts (`vla.envs.rollout`) use seeds
-from `EVAL_SEED` up, disjoint from these.
+recomputed exactly over all episodes (`vla.datasets.stats`). The dataset is committed (made loadable) every
+`commit_every` seconds and at the end; a killed recording loses the episodes since its last commit, and `--resume`
+rolls it back to that commit (`vla.datasets.writer`; their seeds are not reused). Rollouts (`vla.envs.rollout`)
+use seeds from `EVAL_SEED` up, disjoint from these.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ class RecordSummary:
     frames: int
     seconds: float
     root: Path
+    rolled_back: int = 0  # episodes a killed recording saved after its last commit, dropped on --resume
 
 
 def record(
@@ -46,6 +49,7 @@ def record(
     seed: int = 0,
     repo_id: str | None = None,
     progress: bool = True,
+    commit_every: float = 30.0,
 ) -> RecordSummary:
     from tqdm import tqdm
 
@@ -64,8 +68,9 @@ def record(
     saved = attempted = successes = frames = 0
     with sigterm_as_interrupt(), EpisodeWriter(
         out, repo_id, fps=int(env.metadata["render_fps"]), features=dataset_features(env),
-        robot_type=getattr(env, "robot_type", None), resume=resume, use_videos=use_videos,
+        robot_type=getattr(env, "robot_type", None), resume=resume, use_videos=use_videos, commit_every=commit_every,
     ) as writer:  # fmt: skip
+        rolled_back = writer.rolled_back
         bar = tqdm(total=episodes, desc=f"recording {env_name}", unit="ep", disable=not progress)
         try:
             while saved < episodes:
@@ -99,4 +104,4 @@ def record(
     if saved or resume:
         # LeRobot 0.4.4 averages per-episode quantiles and image deviations; recompute them over all the data
         write_stats(compute_stats([out], progress=False), out / "meta" / "stats.json")
-    return RecordSummary(saved, attempted, successes, frames, time.perf_counter() - start, out)
+    return RecordSummary(saved, attempted, successes, frames, time.perf_counter() - start, out, rolled_back)

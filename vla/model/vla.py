@@ -59,6 +59,17 @@ class PrefixCache:
     rot: Rot  # rotary tables at the action positions, (B, 1, H, hd) each
     stack: Stack  # how the expert's layers execute: `ModuleStack` in training, `fused.FusedStack` otherwise
 
+    def repeat(self, k: int) -> PrefixCache:
+        """Each observation's cache k times in a row (B*k batch), for k draws of noise per observation."""
+        if k == 1:
+            return self
+
+        def rep(x: torch.Tensor) -> torch.Tensor:
+            return x.repeat_interleave(k, dim=0)
+
+        return PrefixCache([rep(x) for x in self.keys], [rep(x) for x in self.values], rep(self.self_mask),
+                           rep(self.cross_mask), (rep(self.rot[0]), rep(self.rot[1])), self.stack)  # fmt: skip
+
 
 class VLAModel(nn.Module):
     def __init__(self, cfg: VLAModelConfig, backbone: Backbone | None = None) -> None:
@@ -307,11 +318,15 @@ class VLAModel(nn.Module):
 
         actions (B, H, A) with A <= max_action_dim; action_is_pad (B, H) bool; noise like the padded actions;
         time (B,) or per-token (B, H). Training-time RTC (`cfg.rtc_max_delay` > 0, or an explicit `delay` (B,)):
-        each sample's first `delay` actions are given clean (flow time 0) and left out of the loss.
+        each sample's first `delay` actions are given clean (flow time 0) and left out of the loss. In training,
+        with noise, time and delay drawn here, `cfg.flow_samples` draws per observation share one prefix pass.
         """
         cfg = self.cfg
         action_dim = actions.shape[-1]
         actions = pad_last_dim(actions, cfg.max_action_dim, "action")
+        draws = cfg.flow_samples if self.training and noise is None and time is None and delay is None else 1
+        if draws > 1:  # each observation's targets repeated: B*draws rows, consecutive per observation
+            actions, action_is_pad = actions.repeat_interleave(draws, 0), action_is_pad.repeat_interleave(draws, 0)
         b, h = actions.shape[:2]
         noise = torch.randn_like(actions) if noise is None else noise
         time = sample_time(b, actions.device) if time is None else time
@@ -322,8 +337,9 @@ class VLAModel(nn.Module):
             time = rtc.prefix_times(time, delay, h)
             mask = mask * (torch.arange(h, device=mask.device)[None, :, None] >= delay[:, None, None])
         x_t, u_t = noisy_actions(actions, noise, time)
-        v_t = self.denoise_step(x_t, time, self.fill_cache(obs, h))
-        return masked_mse(v_t, u_t, mask, per_sample)
+        v_t = self.denoise_step(x_t, time, self.fill_cache(obs, h).repeat(draws))
+        loss = masked_mse(v_t, u_t, mask, per_sample)
+        return loss.view(-1, draws).mean(1) if per_sample and draws > 1 else loss
 
     @torch.no_grad()
     def sample_actions(self, obs: Observation, noise: torch.Tensor | None = None, num_steps: int | None = None,

@@ -10,17 +10,20 @@ default to None, which means the preset's value: a preset's values stand unless 
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 
 from lerobot.configs import FeatureType, NormalizationMode, PreTrainedConfig
-from lerobot.optim import AdamWConfig, CosineDecayWithWarmupSchedulerConfig
+from lerobot.optim import AdamWConfig, CosineDecayWithWarmupSchedulerConfig, LRSchedulerConfig
+from torch.optim import Optimizer
+from torch.optim.lr_scheduler import LambdaLR
 
 from vla.model.config import PRESETS, VISION_KINDS, VLAModelConfig
 from vla.policies.tokenizer import TOKENIZERS, WordTokenizer, build_vocabulary, default_kind
 
 DTYPES = ("float32", "bfloat16", "int8")
 PRESET_FIELDS = ("chunk_size", "num_steps", "max_state_dim", "max_action_dim", "tokenizer_max_length",
-                 "augment_shift")
+                 "augment_shift", "flow_samples")
 RTC_MODES = ("guidance", "training", "off")
 
 
@@ -64,6 +67,7 @@ class VLAConfig(PreTrainedConfig):
     # data, `vla.model.conv_vision`); None: the preset's.
     vision: str | None = None
     augment_shift: int | None = None  # random image shift in training, pixels; None: the preset's
+    flow_samples: int | None = None  # noise draws per observation in training (sharing its prefix); None: preset's
     # "vlm" (the VLM's own; with vlm_path), "words" (a vocabulary of the training dataset's instructions), "bytes".
     # None: "vlm" with vlm_path, else "words" when the policy is built from a dataset, else "bytes".
     tokenizer: str | None = None
@@ -100,6 +104,10 @@ class VLAConfig(PreTrainedConfig):
     scheduler_warmup_steps: int = 1_000
     scheduler_decay_steps: int = 30_000
     scheduler_decay_lr: float = 2.5e-6
+    # LeRobot's cosine shrinks itself to a run shorter than scheduler_decay_steps (so it always ends at decay_lr);
+    # false keeps the cosine as planned, and a shorter run ends mid-decay: with weight EMA the better short run
+    # (docs/learning.md).
+    scheduler_scale_to_run: bool = True
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -173,7 +181,8 @@ class VLAConfig(PreTrainedConfig):
         return cfg.replace(
             chunk_size=self.chunk_size, num_steps=self.num_steps, max_state_dim=self.max_state_dim,
             max_action_dim=self.max_action_dim, tokenizer_max_length=self.tokenizer_max_length,
-            augment_shift=self.augment_shift, freeze_vlm=self.vlm_frozen, rtc_max_delay=self.rtc_max_delay,
+            augment_shift=self.augment_shift, flow_samples=self.flow_samples, freeze_vlm=self.vlm_frozen,
+            rtc_max_delay=self.rtc_max_delay,
         )
 
     @property
@@ -205,7 +214,8 @@ class VLAConfig(PreTrainedConfig):
                            weight_decay=self.optimizer_weight_decay, grad_clip_norm=self.optimizer_grad_clip_norm)
 
     def get_scheduler_preset(self) -> CosineDecayWithWarmupSchedulerConfig:
-        return CosineDecayWithWarmupSchedulerConfig(
+        kind = CosineDecayWithWarmupSchedulerConfig if self.scheduler_scale_to_run else CosineAsPlannedSchedulerConfig
+        return kind(
             peak_lr=self.optimizer_lr, decay_lr=self.scheduler_decay_lr,
             num_warmup_steps=self.scheduler_warmup_steps, num_decay_steps=self.scheduler_decay_steps,
         )
@@ -221,3 +231,20 @@ class VLAConfig(PreTrainedConfig):
     @property
     def reward_delta_indices(self) -> None:
         return None
+
+
+@LRSchedulerConfig.register_subclass("vla_cosine_as_planned")
+@dataclass
+class CosineAsPlannedSchedulerConfig(CosineDecayWithWarmupSchedulerConfig):
+    """LeRobot's warm-up and cosine decay with its step counts as given, also in a run shorter than them."""
+
+    def build(self, optimizer: Optimizer, num_training_steps: int) -> LambdaLR:
+        warmup, decay, floor = self.num_warmup_steps, self.num_decay_steps, self.decay_lr / self.peak_lr
+
+        def factor(step: int) -> float:
+            if step < warmup:
+                return (step + 1) / (warmup + 1)
+            cosine = 0.5 * (1 + math.cos(math.pi * min(step, decay) / decay))
+            return floor + (1 - floor) * cosine
+
+        return LambdaLR(optimizer, factor)
