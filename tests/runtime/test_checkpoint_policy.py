@@ -139,4 +139,4 @@ def test_guidance_keeps_a_trained_checkpoint_on_its_own_plan_at_chunk_switches(s
     finally:
         env.close()
     naive, guided = np.mean(deviation["off"]), np.mean(deviation["guidance"])
-    assert guided < 0.3 * naive, deviation
+    assert guided < 0.3 * naive, deviation  # measured 7.4 against 34.5 (arm units): 0.21
