@@ -77,7 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--preset", default=None, choices=["tiny", "cpu", "small"],
                       help="network sizes (default cpu in sim, tiny synthetic)")  # fmt: skip
     demo.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
-    demo.add_argument("--lr", type=POSITIVE, default=None, help="peak learning rate (default 5e-4 sim, 1e-3 synthetic)")
+    demo.add_argument("--lr", type=POSITIVE, default=None, help="peak learning rate (default 1e-3)")
     demo.add_argument("--synthetic", action="store_true", help="the 2-D synthetic task instead of the sim")
 
     rec = sub.add_parser("record", help="record scripted-expert demonstrations in sim to a LeRobot v3 dataset")
@@ -161,7 +161,7 @@ def run_demo(args: argparse.Namespace) -> None:
             args.lr or 1e-3)
     else:
         run_sim(args.out, args.env, args.steps or 2600, args.episodes or 200, args.batch_size, args.preset or "cpu",
-                args.dtype, args.lr or 5e-4, args.rollouts)
+                args.dtype, args.lr or 1e-3, args.rollouts)
 
 
 if __name__ == "__main__":

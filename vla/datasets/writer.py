@@ -62,7 +62,7 @@ class EpisodeWriter:
         if not use_videos:  # image storage: frames go to PNG files inside the parquet data
             features = {k: {**ft, "dtype": "image"} if ft["dtype"] == "video" else ft for k, ft in features.items()}
         self.pending = 0
-        self.commit_every, self.uncommitted, self.rolled_back = commit_every, 0, 0
+        self.commit_every, self.rolled_back = commit_every, 0
         if resume and (self.root / "meta" / "info.json").is_file():
             self._remove_unsaved_frames()
             self.rolled_back = rollback_to_commit(self.root)
@@ -130,7 +130,6 @@ class EpisodeWriter:
         datasets.disable_progress_bars()  # a "Map" bar per episode otherwise (LeRobot re-enables them on load)
         self.dataset.save_episode()
         self.pending = 0
-        self.uncommitted += 1
         if time.monotonic() - self.last_commit >= self.commit_every:
             self.commit()
 
@@ -143,7 +142,7 @@ class EpisodeWriter:
     def _finalize(self) -> None:
         self.dataset.finalize()
         write_commit(self.root, self.num_episodes)
-        self.uncommitted, self.last_commit = 0, time.monotonic()
+        self.last_commit = time.monotonic()
 
     def close(self) -> None:
         self.discard()
