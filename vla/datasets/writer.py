@@ -182,8 +182,8 @@ def rollback_to_commit(root: Path) -> int:
     record = root / COMMIT_FILE
     if not record.is_file():
         return 0
-    dropped = uncommitted_episodes(root)
     commit = json.loads(record.read_text())
+    dropped = max(0, _total_episodes(root) - int(commit["episodes"]))
     kept: dict[str, int] = commit["files"]
     now = _committed_files(root)
     changed = [name for name, size in kept.items() if now.get(name) != size]

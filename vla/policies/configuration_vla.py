@@ -10,7 +10,6 @@ default to None, which means the preset's value: a preset's values stand unless 
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass, field
 
 from lerobot.configs import FeatureType, NormalizationMode, PreTrainedConfig
@@ -239,12 +238,5 @@ class CosineAsPlannedSchedulerConfig(CosineDecayWithWarmupSchedulerConfig):
     """LeRobot's warm-up and cosine decay with its step counts as given, also in a run shorter than them."""
 
     def build(self, optimizer: Optimizer, num_training_steps: int) -> LambdaLR:
-        warmup, decay, floor = self.num_warmup_steps, self.num_decay_steps, self.decay_lr / self.peak_lr
-
-        def factor(step: int) -> float:
-            if step < warmup:
-                return (step + 1) / (warmup + 1)
-            cosine = 0.5 * (1 + math.cos(math.pi * min(step, decay) / decay))
-            return floor + (1 - floor) * cosine
-
-        return LambdaLR(optimizer, factor)
+        # LeRobot's schedule, told the run is at least as long as the decay: then it does not shrink the decay
+        return super().build(optimizer, max(num_training_steps, self.num_decay_steps))
