@@ -229,40 +229,67 @@ def test_wilson_interval() -> None:
     assert wilson(0, 10)[0] == 0.0
 
 
-@pytest.mark.slow
-def test_lerobot_eval_and_vla_rollout_with_a_tiny_checkpoint(tmp_path: Path) -> None:
-    from vla.envs.collect import record
+def test_lerobot_eval_feeds_the_policy_what_vla_rollout_feeds_it(so101_checkpoint: Path) -> None:
+    """LeRobot's eval path (its vector env from our `vla_so101` config, `preprocess_observation`, the env and policy
+    processors) and ours (`CheckpointActor`'s batch) give the policy the same inputs, so with the same noise the
+    same actions: a policy scores the same in `lerobot-eval` as in `vla rollout`."""
+    import torch
+    from lerobot.envs import make_env as lerobot_make_env
+    from lerobot.envs import make_env_config, make_env_pre_post_processors, preprocess_observation
 
-    data = tmp_path / "data"
-    record("so101/reach", 2, data, image_size=(32, 32), progress=False)
+    from vla.envs.suite import make_env
+    from vla.policies.inference import InferencePolicy
+    from vla.runtime.checkpoint import env_batch
+
+    runner = InferencePolicy.load(so101_checkpoint)
+    seeds = [1_000_000, 1_000_001]
+    env_cfg = make_env_config("vla_so101", task="reach", image_height=32, image_width=32)
+    vector = next(iter(next(iter(lerobot_make_env(env_cfg, n_envs=2).values())).values()))
+    raw, _ = vector.reset(seed=seeds)
+    batch = preprocess_observation(raw)
+    batch["task"] = list(vector.call("task_description"))
+    env_pre, _ = make_env_pre_post_processors(env_cfg, runner.config)
+    theirs = runner.pre(env_pre(batch))
+    vector.close()
+
+    envs = [make_env("so101/reach", image_size=(32, 32)) for _ in seeds]
+    observations = [env.reset(seed=s)[0] for env, s in zip(envs, seeds, strict=True)]
+    ours = runner.pre(env_batch(observations, [env.task_description for env in envs]))
+    assert batch["task"] == [env.task_description for env in envs]
+
+    cfg = runner.policy.model.cfg
+    noise = torch.randn(2, cfg.chunk_size, cfg.max_action_dim, generator=torch.Generator().manual_seed(0))
+    expected = runner.policy.predict_action_chunk(ours, noise=noise)
+    actual = runner.policy.predict_action_chunk(theirs, noise=noise)
+    assert (expected[0] - expected[1]).abs().max() > 1e-3  # the two scenes differ, so the comparison can fail
+    torch.testing.assert_close(actual, expected, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.slow
+def test_lerobot_eval_and_vla_rollout_play_their_episodes(so101_checkpoint: Path, tmp_path: Path) -> None:
     bin_dir = Path(sys.executable).parent
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-    train = [
-        str(bin_dir / "lerobot-train"), "--policy.type=vla", "--policy.preset=tiny", "--policy.chunk_size=10",
-        "--policy.n_action_steps=10", "--policy.num_steps=2", "--policy.push_to_hub=false", "--policy.device=cpu",
-        "--dataset.repo_id=local/so101_reach", f"--dataset.root={data}", f"--output_dir={tmp_path / 'train'}",
-        "--steps=2", "--save_freq=2", "--batch_size=4", "--num_workers=0", "--wandb.enable=false", "--env_eval_freq=0",
-    ]  # fmt: skip
-    proc = subprocess.run(train, env=env, capture_output=True, text=True, timeout=600, cwd=tmp_path)
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    ckpt = tmp_path / "train" / "checkpoints" / "last" / "pretrained_model"
-
     evaluate = [
-        str(bin_dir / "lerobot-eval"), f"--policy.path={ckpt}", "--env.discover_packages_path=vla.envs",
+        str(bin_dir / "lerobot-eval"), f"--policy.path={so101_checkpoint}", "--env.discover_packages_path=vla.envs",
         "--env.type=vla_so101", "--env.task=reach", "--env.image_height=32", "--env.image_width=32",
         "--env.episode_length=20", "--eval.n_episodes=2", "--eval.batch_size=2", "--policy.device=cpu",
-        f"--output_dir={tmp_path / 'eval'}",
+        "--seed=1000000", f"--output_dir={tmp_path / 'eval'}",
     ]  # fmt: skip
     proc = subprocess.run(evaluate, env=env, capture_output=True, text=True, timeout=600, cwd=tmp_path)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-4000:]
     info = json.loads((tmp_path / "eval" / "eval_info.json").read_text())
-    assert info["overall"]["n_episodes"] == 2
+    metrics = info["per_task"][0]["metrics"]
+    assert info["overall"]["n_episodes"] == 2 and len(metrics["successes"]) == 2
+    assert all(np.isfinite(r) and r < 0 for r in metrics["sum_rewards"])  # the reach task's distance penalties
 
-    cli = [str(bin_dir / "vla"), "rollout", "--policy", str(ckpt), "--env", "so101/reach", "--episodes", "2",
-           "--n-envs", "2", "--videos", "1", "--out", str(tmp_path / "rollout")]  # fmt: skip
+    cli = [str(bin_dir / "vla"), "rollout", "--policy", str(so101_checkpoint), "--env", "so101/reach", "--episodes",
+           "2", "--n-envs", "2", "--videos", "1", "--out", str(tmp_path / "rollout")]  # fmt: skip
     proc = subprocess.run(cli, env=env, capture_output=True, text=True, timeout=600, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-4000:]
-    assert "success" in proc.stdout and (tmp_path / "rollout" / "results.json").is_file()
+    results = json.loads((tmp_path / "rollout" / "results.json").read_text())
+    assert [r["seed"] for r in results["episodes_detail"]] == [1_000_000, 1_000_001]
+    assert all(r["steps"] > 0 and r["return"] < 0 for r in results["episodes_detail"])
+    assert len(list((tmp_path / "rollout").rglob("*.mp4"))) == 1
 
 
 def test_a_scene_can_be_asked_for_another_cube_and_lifting_the_wrong_one_is_flagged() -> None:

@@ -160,7 +160,7 @@ def _play_wave(envs: list[Any], seeds: list[int], options: list[dict[str, str] |
     if actor is not None:
         actor.reset()
     n = len(envs)
-    done, success, steps = [False] * n, [False] * n, [0] * n
+    done, success, steps, returns = [False] * n, [False] * n, [0] * n, [0.0] * n
     wrong: list[bool | None] = [None] * n
     clips: dict[int, list[np.ndarray]] = {i: [envs[i].render()] for i in range(min(filmed, n))}
     while not all(done):
@@ -172,8 +172,9 @@ def _play_wave(envs: list[Any], seeds: list[int], options: list[dict[str, str] |
         for i, env in enumerate(envs):
             if done[i]:
                 continue
-            obs[i], _, terminated, truncated, info = env.step(actions[i])
+            obs[i], reward, terminated, truncated, info = env.step(actions[i])
             steps[i] += 1
+            returns[i] += float(reward)
             success[i] = success[i] or bool(info["is_success"])
             if "wrong_object" in info:
                 wrong[i] = bool(info["wrong_object"])
@@ -181,7 +182,8 @@ def _play_wave(envs: list[Any], seeds: list[int], options: list[dict[str, str] |
             if i in clips:
                 clips[i].append(env.render())
     records = [{"seed": seeds[i], "instruction": tasks[i], "success": success[i], "steps": steps[i],
-                "target": task_target(envs[i]), "wrong_object": wrong[i]} for i in range(n)]  # fmt: skip
+                "return": returns[i], "target": task_target(envs[i]), "wrong_object": wrong[i]}
+               for i in range(n)]  # fmt: skip
     return records, clips
 
 

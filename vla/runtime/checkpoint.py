@@ -13,14 +13,13 @@ Guidance is the default because it joined chunks more smoothly in `vla chunking-
 trained with `rtc_max_delay` (2,000 and 8,000 steps; README): it pulls the whole overlap with the previous chunk
 towards it, with decaying weights, where training-time conditioning fixes only the committed actions and leaves
 the first fresh one to the model (at zero delay it conditions on nothing at all).
-The prefix is normalised by the same preprocessor as the observation (it normalises `action` like training did);
-the chunk comes from the policy's own `predict_action_chunk(..., inference_delay=, prev_chunk_left_over=)`, the
-method LeRobot's `lerobot-rollout --inference.type=rtc` calls too.
+Both this and `CheckpointActor` (rollouts) run the checkpoint through `vla.policies.inference.InferencePolicy`: it
+normalises the prefix with the checkpoint's own normaliser step and asks the policy's `predict_action_chunk(...,
+inference_delay=, prev_chunk_left_over=)`, the method LeRobot's `lerobot-rollout --inference.type=rtc` calls too.
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -34,12 +33,14 @@ from vla.runtime.policy import PolicySpec, RequestObservation
 class CheckpointPolicy:
     def __init__(self, path: str | Path, device: str = "cpu", rtc_mode: str = "guidance", beta: float = 5.0,
                  fps: float = 30.0, dtype: str | None = None, compile: bool = False, task: str = ""):  # fmt: skip
-        from vla.policies.modeling_vla import VLAPolicy
+        from vla.policies.inference import InferencePolicy
 
         if rtc_mode not in RTC_MODES:
             raise ValueError(f"rtc_mode must be one of {RTC_MODES}, not '{rtc_mode}'")
         self.rtc_mode, self.beta, self.device = rtc_mode, beta, device
-        self.policy, self.pre, self.post = VLAPolicy.load_for_inference(path, device, dtype, compile)
+        self.runner = InferencePolicy.load(path, device, dtype, compile)
+        if not self.runner.ours:
+            raise ValueError(f"{path} is a '{self.runner.config.type}' checkpoint; the robot side serves ours ('vla')")
         config = self.policy.config
         cameras = {key.removeprefix("observation.images."): (int(ft.shape[1]), int(ft.shape[2]))
                    for key, ft in config.image_features.items()}  # fmt: skip
@@ -50,6 +51,10 @@ class CheckpointPolicy:
         )  # fmt: skip
         if config.compile:
             self.warm_up(task)
+
+    @property
+    def policy(self) -> Any:
+        return self.runner.policy
 
     def warm_up(self, task: str = "") -> None:
         """One chunk on a blank observation with `task` (and one continuing a prefix, unless `rtc_mode` is off), so
@@ -62,7 +67,7 @@ class CheckpointPolicy:
         if self.rtc_mode != "off":
             prefix = np.zeros((spec.chunk_size // 2, len(spec.action_names)), np.float32)
             self.infer(RequestObservation(state, images, task, prefix=prefix, delay=1))
-        self.policy.reset()
+        self.reset()
 
     @staticmethod
     def _names(key: str, feature) -> list[str]:
@@ -70,22 +75,15 @@ class CheckpointPolicy:
         return [f"{key}[{i}]" for i in range(n)]
 
     def reset(self) -> None:
-        self.policy.reset()
+        self.runner.reset()
 
-    @torch.no_grad()
     def infer(self, obs: RequestObservation) -> np.ndarray:
         batch: dict = {"task": obs.task, "observation.state": torch.from_numpy(np.asarray(obs.state, np.float32))}
         for name, image in obs.images.items():
-            # uint8 as captured: the policy scales it to [0, 1] on its device
             batch[f"observation.images.{name}"] = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)
-        use_prefix = obs.prefix is not None and len(obs.prefix) > 0 and self.rtc_mode != "off"
-        if use_prefix:
-            batch["action"] = torch.from_numpy(np.asarray(obs.prefix, np.float32))[None]  # (1, n, A)
-        processed = self.pre(batch)
-        left_over = processed["action"] if use_prefix else None
-        chunk = self.policy.predict_action_chunk(processed, inference_delay=obs.delay, prev_chunk_left_over=left_over,
-                                                 rtc_mode=self.rtc_mode)  # fmt: skip
-        return self.post(chunk)[0].cpu().numpy().astype(np.float32)
+        prefix = torch.from_numpy(np.asarray(obs.prefix, np.float32)) if obs.prefix is not None else None
+        chunk = self.runner.chunk(batch, prefix=prefix, delay=obs.delay, rtc_mode=self.rtc_mode)
+        return chunk[0].cpu().numpy().astype(np.float32)
 
 
 def load_checkpoint_policy(path: str | Path, device: str = "cpu", rtc_mode: str = "guidance", dtype: str | None = None,
@@ -136,33 +134,23 @@ class CheckpointActor:
     every policy out (`benchmarks/bench_learn.py`)."""
 
     def __init__(self, path: str | Path, device: str = "cpu"):
+        from vla.policies.inference import InferencePolicy
+
         self.name = str(path)
-        config = Path(path) / "config.json"
-        kind = json.loads(config.read_text()).get("type") if config.is_file() else None
-        self.uint8 = kind in (None, "vla")  # our policy takes uint8 frames and scales them on its device
-        if self.uint8:
-            from vla.policies.modeling_vla import VLAPolicy
-
-            self.policy, self.pre, self.post = VLAPolicy.load_for_inference(path, device)
-            return
-        from lerobot.configs import PreTrainedConfig
-        from lerobot.policies import get_policy_class, make_pre_post_processors
-
-        cfg = PreTrainedConfig.from_pretrained(str(path))
-        cfg.device = device
-        self.policy = get_policy_class(cfg.type).from_pretrained(str(path), config=cfg).to(device).eval()
-        self.pre, self.post = make_pre_post_processors(
-            cfg, pretrained_path=str(path), preprocessor_overrides={"device_processor": {"device": device}})
+        self.runner = InferencePolicy.load(path, device)
 
     def reset(self) -> None:
-        self.policy.reset()
+        self.runner.reset()
 
     def act(self, observations: list[dict[str, Any]], tasks: list[str]) -> np.ndarray:
-        batch: dict[str, Any] = {"task": tasks}
-        for cam in observations[0]["pixels"]:
-            images = torch.from_numpy(np.stack([o["pixels"][cam] for o in observations])).permute(0, 3, 1, 2)
-            batch[f"observation.images.{cam}"] = images if self.uint8 else images.float().div_(255)
-        batch["observation.state"] = torch.from_numpy(np.stack([o["agent_pos"] for o in observations])).float()
-        with torch.inference_mode():
-            action = self.post(self.policy.select_action(self.pre(batch)))
-        return action.cpu().numpy()
+        return self.runner.act(env_batch(observations, tasks)).cpu().numpy()
+
+
+def env_batch(observations: list[dict[str, Any]], tasks: list[str]) -> dict[str, Any]:
+    """Env observations (`pixels` by camera as (H, W, 3) uint8, `agent_pos`) as one LeRobot batch, frames uint8."""
+    batch: dict[str, Any] = {"task": tasks}
+    for cam in observations[0]["pixels"]:
+        images = np.stack([o["pixels"][cam] for o in observations])
+        batch[f"observation.images.{cam}"] = torch.from_numpy(images).permute(0, 3, 1, 2)
+    batch["observation.state"] = torch.from_numpy(np.stack([o["agent_pos"] for o in observations])).float()
+    return batch

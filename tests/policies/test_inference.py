@@ -1,0 +1,89 @@
+"""`InferencePolicy`: a checkpoint with its processors, the arm's units in and out, for ours and LeRobot's own types."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from lerobot.configs import FeatureType, PolicyFeature
+from lerobot.policies import ACTConfig, get_policy_class, make_pre_post_processors
+
+from vla.envs.rollout import rollout
+from vla.policies.configuration_vla import VLAConfig
+from vla.policies.inference import InferencePolicy
+from vla.policies.modeling_vla import VLAPolicy
+from vla.policies.processor_vla import make_vla_pre_post_processors
+from vla.runtime.checkpoint import CheckpointActor
+
+SIZE = 96  # the so101 envs' frames
+
+
+def features() -> tuple[dict[str, PolicyFeature], dict[str, PolicyFeature]]:
+    inputs = {f"observation.images.{cam}": PolicyFeature(type=FeatureType.VISUAL, shape=(3, SIZE, SIZE))
+              for cam in ("front", "wrist")}  # fmt: skip
+    inputs["observation.state"] = PolicyFeature(type=FeatureType.STATE, shape=(6,))
+    return inputs, {"action": PolicyFeature(type=FeatureType.ACTION, shape=(6,))}
+
+
+def stats() -> dict[str, dict[str, torch.Tensor]]:
+    out = {k: {"mean": torch.full((6,), 20.0), "std": torch.full((6,), 30.0)} for k in ("observation.state", "action")}
+    for cam in ("front", "wrist"):
+        out[f"observation.images.{cam}"] = {"mean": torch.full((3, 1, 1), 0.5), "std": torch.full((3, 1, 1), 0.25)}
+    return out
+
+
+def save(policy, pre, post, path: Path) -> Path:
+    for part in (policy, pre, post):
+        part.save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def ours(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    cfg = VLAConfig(preset="tiny", chunk_size=8, n_action_steps=4, num_steps=2, tokenizer_max_length=48, device="cpu",
+                    push_to_hub=False)  # fmt: skip
+    cfg.input_features, cfg.output_features = features()
+    torch.manual_seed(0)
+    return save(VLAPolicy(cfg), *make_vla_pre_post_processors(cfg, dataset_stats=stats()),
+                tmp_path_factory.mktemp("vla"))  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def act(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """LeRobot's ACT, small and untrained (ResNet-18 without downloaded weights)."""
+    cfg = ACTConfig(chunk_size=8, n_action_steps=4, dim_model=32, dim_feedforward=64, n_heads=2, n_encoder_layers=1,
+                    n_decoder_layers=1, latent_dim=8, pretrained_backbone_weights=None, device="cpu",
+                    push_to_hub=False)  # fmt: skip
+    cfg.input_features, cfg.output_features = features()
+    torch.manual_seed(0)
+    policy = get_policy_class("act")(cfg)
+    return save(policy, *make_pre_post_processors(cfg, dataset_stats=stats()), tmp_path_factory.mktemp("act"))
+
+
+def test_a_prefix_is_normalised_by_the_checkpoints_own_statistics(ours: Path) -> None:
+    runner = InferencePolicy.load(ours)
+    actions = torch.tensor([[[20.0] * 6, [50.0] * 6, [-10.0] * 6]])
+    np.testing.assert_allclose(runner.normalise_actions(actions)[0, :, 0].numpy(), [0.0, 1.0, -1.0], atol=1e-6)
+
+
+def test_any_lerobot_checkpoint_rolls_out_through_one_harness(ours: Path, act: Path, tmp_path: Path) -> None:
+    for path, kind in ((ours, "vla"), (act, "act")):
+        actor = CheckpointActor(path)
+        assert actor.runner.config.type == kind
+        result = rollout(actor, "so101/reach", episodes=2, n_envs=2, out=tmp_path / kind, videos=0, progress=False)
+        assert result.episodes == 2 and result.mean_steps > 0
+
+
+def test_only_our_checkpoints_continue_a_prefix(act: Path) -> None:
+    runner = InferencePolicy.load(act)
+    batch = {"task": "reach", "observation.state": torch.zeros(6)}
+    for cam in ("front", "wrist"):
+        batch[f"observation.images.{cam}"] = torch.zeros(3, SIZE, SIZE, dtype=torch.uint8)
+    chunk = runner.chunk(batch)
+    assert chunk.shape == (1, 8, 6) and torch.isfinite(chunk).all()
+    with pytest.raises(ValueError, match="'act' checkpoint cannot continue a prefix"):
+        runner.chunk(batch, prefix=torch.zeros(2, 6), delay=1)
+    with pytest.raises(ValueError, match="--dtype and --compile apply to ours"):
+        InferencePolicy.load(act, dtype="int8")
