@@ -1,6 +1,6 @@
 """`make demo`: record demonstrations in the SO-101 sim, train the VLA with LeRobot's training loop, roll it out.
 
-`run_sim` is the default: 100 scripted-expert episodes of `so101/pick-color` (three cubes; only the instruction
+`run_sim` is the default: 200 scripted-expert episodes of `so101/pick-color` (three cubes; only the instruction
 says which to lift) written as a LeRobot v3 dataset, its frame cache, a bounded CPU training run of the `cpu`
 preset with `vla train` (LeRobot's `lerobot-train` reading decoded frames from the cache instead of decoding video
 on every step), then 100 rollouts on seeds the recording never used, with success per named colour, the episodes
