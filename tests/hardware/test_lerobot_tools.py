@@ -149,7 +149,18 @@ def test_lerobot_calibrate_with_our_leader(virtual_arm, tmp_path: Path) -> None:
     proc.stdin.write(b"\n")
     proc.stdin.flush()
     wait_for(b"press ENTER to stop")
-    time.sleep(3.0)  # the scripted hand sweeps the joints meanwhile
+    # the scripted hand sweeps the joints meanwhile: slow sinusoids, so how far a joint gets in a fixed time depends
+    # on where in its wave the recording starts; stop once each swept joint has covered twice the 50 steps that
+    # calibration asks for (wrist roll is not swept), or after 30 s
+    swept = {name: arm.servos[motor.id] for name, motor in arm.spec.motors.items() if name != "wrist_roll"}
+    low = {name: servo.present_position() for name, servo in swept.items()}
+    high = dict(low)
+    deadline = time.monotonic() + 30.0
+    while time.monotonic() < deadline and any(high[n] - low[n] < 100 for n in swept):
+        time.sleep(0.05)
+        for name, servo in swept.items():
+            position = servo.present_position()
+            low[name], high[name] = min(low[name], position), max(high[name], position)
     rest, _ = proc.communicate(b"\n", timeout=120)
     out = (seen + rest).decode(errors="replace")
     assert proc.returncode == 0, out[-4000:]
