@@ -9,7 +9,7 @@
 A batch holds `task` (one string or one per row), `observation.state` ((S,) or (B, S)) and each camera as
 `observation.images.NAME`, uint8 (3, H, W) or (B, 3, H, W) as captured. Any LeRobot checkpoint loads by the `type`
 in its config.json (ours, ACT, Diffusion Policy, SmolVLA, ...); those take float frames in [0, 1], ours scales
-uint8 on its own device. Only ours continues a prefix (`supports_prefix`).
+uint8 on its own device. Only ours (`ours`) continues a prefix.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ class InferencePolicy:
         self.policy, self.pre, self.post, self.ours = policy, pre, post, ours
         self.config = policy.config
         self._normaliser = next((s for s in pre.steps if isinstance(s, NormalizerProcessorStep)), None)
+        self._device = next(iter(policy.parameters())).device
 
     @classmethod
     def load(cls, path: str | Path, device: str = "cpu", dtype: str | None = None,
@@ -56,10 +57,6 @@ class InferencePolicy:
         pre, post = make_pre_post_processors(
             cfg, pretrained_path=str(path), preprocessor_overrides={"device_processor": {"device": device}})
         return cls(policy, pre, post, ours=False)
-
-    @property
-    def supports_prefix(self) -> bool:
-        return self.ours
 
     def reset(self) -> None:
         self.policy.reset()
@@ -92,8 +89,7 @@ class InferencePolicy:
         """Actions in the arm's units -> the policy's normalised space, by the checkpoint's normaliser step."""
         if self._normaliser is None:
             return actions.float()
-        device = next(iter(self.policy.parameters())).device
-        transition = create_transition(action=actions.float().to(device))
+        transition = create_transition(action=actions.float().to(self._device))
         return self._normaliser(transition)[TransitionKey.ACTION]
 
     def _inputs(self, batch: dict[str, Any]) -> dict[str, Any]:
