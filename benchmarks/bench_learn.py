@@ -9,9 +9,10 @@ as fit in `--budget-min`. Checkpoints at 1/4, 1/2, 3/4 and all of the budget are
 final ones for `--rollouts` episodes, the earlier ones for a quarter as many, for the success-against-minutes plot.
 
 Policies and their settings (as a user would set them for a CPU, from scratch: nothing can be downloaded here):
-  vla        --policy.preset=cpu (conv tokenizer with FiLM, word vocabulary, shift augmentation), chunk 16,
-             8 actions executed per chunk, lr 5e-4, 100 warm-up steps, cosine decay over the run, weights' moving
-             average 0.999, batch 32
+  vla        --policy.preset=cpu (conv tokenizer with FiLM, word vocabulary, shift augmentation, 5 Euler steps),
+             chunk 16, 8 actions executed per chunk, eight noise draws per observation, lr 1e-3, 100 warm-up
+             steps, a cosine decay planned three runs long and not shrunk to the run (the recipe of
+             docs/learning.md), weights' moving average 0.999, batch 32
   act        LeRobot ACT defaults except: chunk 16 and 8 actions executed (its default 100 spans two whole
              pick episodes), no pretrained ResNet-18 weights (offline), batch 32
   diffusion  LeRobot Diffusion Policy defaults (2 observation steps, U-Net, ResNet-18) except: the Diffusion
@@ -43,8 +44,9 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 POLICIES: dict[str, list[str]] = {
-    "vla": ["--policy.type=vla", "--policy.preset=cpu", "--policy.n_action_steps=8", "--policy.optimizer_lr=5e-4",
-            "--policy.scheduler_warmup_steps=100", "--policy.ema_decay=0.999"],
+    "vla": ["--policy.type=vla", "--policy.preset=cpu", "--policy.n_action_steps=8", "--policy.flow_samples=8",
+            "--policy.optimizer_lr=1e-3", "--policy.scheduler_warmup_steps=100",
+            "--policy.scheduler_scale_to_run=false", "--policy.ema_decay=0.999"],
     "act": ["--policy.type=act", "--policy.chunk_size=16", "--policy.n_action_steps=8",
             "--policy.pretrained_backbone_weights=null"],
     "diffusion": ["--policy.type=diffusion", "--policy.horizon=16", "--policy.n_action_steps=8",
@@ -82,7 +84,7 @@ def seconds_per_step(policy: str, data: Path, repo_id: str, work: Path) -> float
 
 
 def schedule_flags(policy: str, steps: int) -> list[str]:
-    return [f"--policy.scheduler_decay_steps={steps}"] if policy == "vla" else []
+    return [f"--policy.scheduler_decay_steps={3 * steps}"] if policy == "vla" else []
 
 
 def run_task(task: str, policies: list[str], args: argparse.Namespace) -> list[dict[str, Any]]:

@@ -6,7 +6,7 @@ import argparse
 import os
 import sys
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from vla.cli_args import POSITIVE, POSITIVE_INT, checkpoint_dir, number, size_wxh
 from vla.datasets import cli as data_cli
@@ -82,9 +82,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     rec = sub.add_parser("record", help="record scripted-expert demonstrations in sim to a LeRobot v3 dataset")
     rec.add_argument(
-        "--env", required=True, help="so101/<task> (reach, pick, pick-color, place, stack), metaworld/<task>"
+        "--env", required=True, help="so101/<task> (reach, pick, pick-color, place, stack), metaworld/<task>; several, "
+        "comma-separated, record one multi-task dataset (their features must agree)"
     )
-    rec.add_argument("--episodes", type=int, default=100, help="successful episodes to save")
+    rec.add_argument("--episodes", type=int, default=100, help="successful episodes to save (of each env)")
     rec.add_argument("--out", type=Path, required=True, help="dataset directory")
     rec.add_argument("--resume", action="store_true", help="append to an existing dataset with fresh seeds")
     rec.add_argument("--image-size", default="96x96", help="WxH of each camera")
@@ -98,7 +99,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     ro = sub.add_parser("rollout", help="evaluate a checkpoint (or --policy expert) in sim")
     ro.add_argument("--policy", required=True, help="checkpoint directory (pretrained_model) or 'expert'")
-    ro.add_argument("--env", required=True)
+    ro.add_argument("--env", required=True, help="an env, or several comma-separated (a multi-task policy): each "
+                    "is played for --episodes, and their mean success is reported")  # fmt: skip
     ro.add_argument("--episodes", type=POSITIVE_INT, default=50)
     ro.add_argument("--n-envs", type=POSITIVE_INT, default=4)
     ro.add_argument("--out", type=Path, default=Path("outputs/rollout"))
@@ -128,10 +130,13 @@ def run_record(args: argparse.Namespace) -> None:
         f"saved {summary.saved} episodes ({summary.frames} frames) to {summary.root} in {summary.seconds:.0f} s; "
         f"expert succeeded in {summary.successes}/{summary.attempted} attempts"
     )
+    for env, count in summary.per_env.items():
+        print(f"  {env}: {count['saved']} saved, expert {count['successes']}/{count['attempted']}")
 
 
 def run_rollout(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
-    from vla.envs.rollout import EVAL_SEED, Actor, format_result, rollout
+    from vla.envs.collect import env_names
+    from vla.envs.rollout import EVAL_SEED, Actor, format_result, format_summary, rollout, rollout_tasks
 
     player: Actor | Literal["expert"] = "expert"
     if args.policy != "expert":
@@ -142,15 +147,25 @@ def run_rollout(args: argparse.Namespace, parser: argparse.ArgumentParser) -> No
         from vla.runtime.checkpoint import CheckpointActor
 
         player = CheckpointActor(args.policy, args.device)
-    result = rollout(
-        player, args.env, args.episodes, args.n_envs, args.out,
-        seed=EVAL_SEED if args.seed is None else args.seed, videos=args.videos,
-        targets=tuple(t for t in args.probe_targets.split(",") if t),
-    )  # fmt: skip
-    print(format_result(result))
-    print(f"  results: {args.out / 'results.json'}")
-    for path in result.videos:
-        print(f"  video:   {path}")
+    try:
+        names = env_names(args.env)
+    except ValueError as err:
+        parser.error(f"argument --env: {err}")
+    kwargs: dict[str, Any] = {"seed": EVAL_SEED if args.seed is None else args.seed, "videos": args.videos,
+                              "targets": tuple(t for t in args.probe_targets.split(",") if t)}  # fmt: skip
+    if len(names) > 1:
+        results = rollout_tasks(player, names, args.episodes, args.n_envs, args.out, **kwargs)
+        outs = [args.out / name.replace("/", "_") for name in names]
+    else:
+        results, outs = [rollout(player, names[0], args.episodes, args.n_envs, args.out, **kwargs)], [args.out]
+    for result, out in zip(results, outs, strict=True):
+        print(format_result(result))
+        print(f"  results: {out / 'results.json'}")
+        for path in result.videos:
+            print(f"  video:   {path}")
+    if len(results) > 1:
+        print(format_summary(results))
+        print(f"  summary: {args.out / 'summary.json'}")
 
 
 def run_demo(args: argparse.Namespace) -> None:

@@ -47,3 +47,46 @@ def test_record_metaworld(tmp_path: Path) -> None:
     item = ds[0]
     assert item["task"] == "Press a button from the top"
     assert item["observation.images.corner"].shape == (3, 32, 32) and item["action"].shape == (4,)
+
+
+def test_record_and_roll_out_several_tasks(tmp_path: Path) -> None:
+    """A multi-task dataset: each env records its episodes into one dataset, in turns; a rollout over several envs
+    plays each and reports their mean."""
+    import json
+
+    from lerobot.datasets import LeRobotDataset
+
+    from vla.envs.collect import record
+    from vla.envs.rollout import rollout_tasks
+
+    names = ["metaworld/reach", "metaworld/button-press-topdown"]
+    summary = record(names, 2, tmp_path / "mw", image_size=(32, 32), progress=False)
+    assert summary.saved == 4 and set(summary.per_env) == set(names)
+    assert all(c["saved"] == 2 for c in summary.per_env.values())
+    ds = LeRobotDataset("local/metaworld_2tasks", root=tmp_path / "mw")
+    assert ds.meta.total_episodes == 4
+    # in turns: episodes 0 and 2 are the first env's, 1 and 3 the second's
+    tasks = [ds[int(ds.meta.episodes["dataset_from_index"][i])]["task"] for i in range(4)]
+    assert tasks[0] == tasks[2] != tasks[1] == tasks[3]
+    assert set(tasks) == {"Reach a goal position", "Press a button from the top"}
+    state = json.loads((tmp_path / "mw" / "meta" / "vla_record.json").read_text())
+    assert state["env"] == ",".join(names) and state["next_seed"] == summary.attempted
+    with pytest.raises(ValueError, match="recorded from"):
+        record(names[:1], 1, tmp_path / "mw", resume=True, progress=False)
+
+    results = rollout_tasks("expert", names, episodes=1, n_envs=1, out=tmp_path / "roll", videos=0, progress=False)
+    assert [r.env for r in results] == names
+    report = json.loads((tmp_path / "roll" / "summary.json").read_text())
+    assert report["episodes"] == 2 and set(report["per_env"]) == set(names)
+    assert report["mean_success_rate"] == pytest.approx(sum(r.success_rate for r in results) / 2)
+    assert (tmp_path / "roll" / "metaworld_reach" / "results.json").is_file()
+
+
+def test_record_refuses_envs_whose_features_differ(tmp_path: Path) -> None:
+    from vla.envs.collect import record
+
+    with pytest.raises(ValueError, match=r"so101/reach cannot share a dataset with metaworld/reach: their features"):
+        record(["metaworld/reach", "so101/reach"], 1, tmp_path / "mixed", image_size=(32, 32), progress=False)
+    with pytest.raises(ValueError, match="listed twice"):
+        record("metaworld/reach,metaworld/reach", 1, tmp_path / "twice", progress=False)
+    assert not (tmp_path / "mixed" / "meta").exists()

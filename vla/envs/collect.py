@@ -7,14 +7,20 @@ recomputed exactly over all episodes (`vla.datasets.stats`). The dataset is comm
 `commit_every` seconds and at the end; a killed recording loses the episodes since its last commit, and `--resume`
 rolls it back to that commit (`vla.datasets.writer`; their seeds are not reused). Rollouts (`vla.envs.rollout`)
 use seeds from `EVAL_SEED` up, disjoint from these.
+
+Several envs (a multi-task dataset, e.g. six Meta-World tasks) record into one dataset when their features agree:
+`episodes` successful episodes each, taken in turns (one attempt per env per round), so a recording stopped early
+holds about as many of each. Attempts draw seeds from one counter, in order.
 """
 
 from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -36,10 +42,35 @@ class RecordSummary:
     seconds: float
     root: Path
     rolled_back: int = 0  # episodes a killed recording saved after its last commit, dropped on --resume
+    per_env: dict[str, dict[str, int]] = field(default_factory=dict)  # env -> saved, attempted, successes
+
+
+def env_names(spec: str | Sequence[str]) -> list[str]:
+    """`"a,b"` or `["a", "b"]` -> `["a", "b"]`; a name listed twice is an error."""
+    names = [n.strip() for n in spec.split(",")] if isinstance(spec, str) else [n.strip() for n in spec]
+    names = [n for n in names if n]
+    if not names:
+        raise ValueError("no env given")
+    if len(set(names)) != len(names):
+        raise ValueError(f"an env is listed twice in {','.join(names)}")
+    return names
+
+
+def _same_features(names: list[str], envs: list[Any]) -> dict[str, dict]:
+    features = dataset_features(envs[0])
+    fps = envs[0].metadata["render_fps"]
+    for name, env in zip(names[1:], envs[1:], strict=True):
+        other = dataset_features(env)
+        if other != features or env.metadata["render_fps"] != fps:
+            diff = sorted(k for k in features.keys() | other.keys() if features.get(k) != other.get(k))
+            what = f"features {diff}" if diff else f"fps {env.metadata['render_fps']} against {fps}"
+            raise ValueError(f"{name} cannot share a dataset with {names[0]}: their {what} differ; record them "
+                             "into separate datasets")  # fmt: skip
+    return features
 
 
 def record(
-    env_name: str,
+    env_name: str | Sequence[str],
     episodes: int,
     out: str | Path,
     resume: bool = False,
@@ -54,54 +85,84 @@ def record(
     from tqdm import tqdm
 
     out = Path(out)
-    env = make_env(env_name, image_size=image_size)
-    expert = make_expert(env)
+    names = env_names(env_name)
+    label = ",".join(names)
     state_path = out / RECORD_META
     next_seed = seed
     if resume and state_path.is_file():
         state = json.loads(state_path.read_text())
-        if state.get("env") != env_name:
-            raise ValueError(f"{out} was recorded from {state.get('env')}, not {env_name}; use another --out")
+        if state.get("env") != label:
+            raise ValueError(f"{out} was recorded from {state.get('env')}, not {label}; use another --out")
         next_seed = int(state["next_seed"])
-    repo_id = repo_id or f"local/{env_name.replace('/', '_')}"
+    envs: list[Any] = []
+    try:
+        envs += [make_env(name, image_size=image_size) for name in names]
+        features = _same_features(names, envs)
+        experts = [make_expert(env) for env in envs]
+    except BaseException:
+        for env in envs:
+            env.close()
+        raise
+    default_id = names[0].replace("/", "_") if len(names) == 1 else f"{names[0].partition('/')[0]}_{len(names)}tasks"
+    repo_id = repo_id or f"local/{default_id}"
     start = time.perf_counter()
-    saved = attempted = successes = frames = 0
+    counts = {name: {"saved": 0, "attempted": 0, "successes": 0} for name in names}
+    frames = 0
     with sigterm_as_interrupt(), EpisodeWriter(
-        out, repo_id, fps=int(env.metadata["render_fps"]), features=dataset_features(env),
-        robot_type=getattr(env, "robot_type", None), resume=resume, use_videos=use_videos, commit_every=commit_every,
+        out, repo_id, fps=int(envs[0].metadata["render_fps"]), features=features,
+        robot_type=getattr(envs[0], "robot_type", None), resume=resume, use_videos=use_videos,
+        commit_every=commit_every,
     ) as writer:  # fmt: skip
         rolled_back = writer.rolled_back
-        bar = tqdm(total=episodes, desc=f"recording {env_name}", unit="ep", disable=not progress)
+        bar = tqdm(total=episodes * len(names), desc=f"recording {label}", unit="ep", disable=not progress)
         try:
-            while saved < episodes:
-                obs, info = env.reset(seed=next_seed)
-                expert.reset()
-                next_seed += 1
-                attempted += 1
-                done = False
-                while not done:
-                    action = np.asarray(expert.act(), dtype=np.float32)
-                    frame = {f"observation.images.{cam}": img for cam, img in obs["pixels"].items()}
-                    frame["observation.state"] = np.asarray(obs["agent_pos"], dtype=np.float32)
-                    frame["action"] = action
-                    frame["task"] = env.task_description
-                    writer.add(frame)
-                    obs, _, terminated, truncated, info = env.step(action)
-                    done = terminated or truncated
-                successes += bool(info["is_success"])
-                if info["is_success"] or keep_failed:
-                    frames += writer.pending
-                    writer.save()
-                    saved += 1
-                    bar.update(1)
-                else:
-                    writer.discard()
-                write_json_atomic(state_path, {"env": env_name, "next_seed": next_seed})
-                bar.set_postfix(expert_success=f"{successes}/{attempted}")
+            while any(c["saved"] < episodes for c in counts.values()):
+                for name, env, expert in zip(names, envs, experts, strict=True):
+                    count = counts[name]
+                    if count["saved"] >= episodes:
+                        continue
+                    count["attempted"] += 1
+                    success, length = _play(env, expert, next_seed, writer)
+                    next_seed += 1
+                    count["successes"] += success
+                    if success or keep_failed:
+                        frames += length
+                        writer.save()
+                        count["saved"] += 1
+                        bar.update(1)
+                    else:
+                        writer.discard()
+                    write_json_atomic(state_path, {"env": label, "next_seed": next_seed})
+                    bar.set_postfix(expert_success="{}/{}".format(*_totals(counts, "successes", "attempted")))
         finally:
             bar.close()
-            env.close()
+            for env in envs:
+                env.close()
+    saved, attempted, successes = _totals(counts, "saved", "attempted", "successes")
     if saved or resume:
         # LeRobot 0.4.4 averages per-episode quantiles and image deviations; recompute them over all the data
         write_stats(compute_stats([out], progress=False), out / "meta" / "stats.json")
-    return RecordSummary(saved, attempted, successes, frames, time.perf_counter() - start, out, rolled_back)
+    return RecordSummary(saved, attempted, successes, frames, time.perf_counter() - start, out, rolled_back,
+                         per_env=counts if len(names) > 1 else {})  # fmt: skip
+
+
+def _totals(counts: dict[str, dict[str, int]], *keys: str) -> tuple[int, ...]:
+    return tuple(sum(c[k] for c in counts.values()) for k in keys)
+
+
+def _play(env: Any, expert: Any, seed: int, writer: EpisodeWriter) -> tuple[bool, int]:
+    """One expert episode from `seed`, its frames added to `writer` (not saved): (success, frames)."""
+    obs, info = env.reset(seed=seed)
+    expert.reset()
+    length, done = 0, False
+    while not done:
+        action = np.asarray(expert.act(), dtype=np.float32)
+        frame = {f"observation.images.{cam}": img for cam, img in obs["pixels"].items()}
+        frame["observation.state"] = np.asarray(obs["agent_pos"], dtype=np.float32)
+        frame["action"] = action
+        frame["task"] = env.task_description
+        writer.add(frame)
+        length += 1
+        obs, _, terminated, truncated, info = env.step(action)
+        done = terminated or truncated
+    return bool(info["is_success"]), length

@@ -31,13 +31,13 @@ from vla.runtime.policy import PolicySpec, RequestObservation
 
 
 class CheckpointPolicy:
-    def __init__(self, path: str | Path, device: str = "cpu", rtc_mode: str = "guidance", beta: float = 5.0,
-                 fps: float = 30.0, dtype: str | None = None, compile: bool = False, task: str = ""):  # fmt: skip
+    def __init__(self, path: str | Path, device: str = "cpu", rtc_mode: str = "guidance", fps: float = 30.0,
+                 dtype: str | None = None, compile: bool = False, task: str = ""):  # fmt: skip
         from vla.policies.inference import InferencePolicy
 
         if rtc_mode not in RTC_MODES:
             raise ValueError(f"rtc_mode must be one of {RTC_MODES}, not '{rtc_mode}'")
-        self.rtc_mode, self.beta, self.device = rtc_mode, beta, device
+        self.rtc_mode, self.device = rtc_mode, device
         self.runner = InferencePolicy.load(path, device, dtype, compile)
         if not self.runner.ours:
             raise ValueError(f"{path} is a '{self.runner.config.type}' checkpoint; the robot side serves ours ('vla')")
