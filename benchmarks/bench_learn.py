@@ -6,7 +6,8 @@ loop; every policy reads the same frame cache, so data loading costs all of them
 budget: a 30-step probe measures each policy's seconds per step on this machine, and the run gets as many steps
 as fit in `--budget-min`. Checkpoints at 1/4, 1/2, 3/4 and all of the budget are rolled out by one harness
 (`vla.envs.rollout`, any LeRobot checkpoint) on seeds from 1,000,000, disjoint from the recording seeds: the
-final ones for `--rollouts` episodes, the earlier ones for a quarter as many, for the success-against-minutes plot.
+final ones for `--rollouts` episodes, the earlier ones for `--curve-rollouts`, for the success-against-minutes plot.
+results.json and the plot are saved after each policy; `--resume` keeps the policies a stopped run finished.
 
 Policies and their settings (as a user would set them for a CPU, from scratch: nothing can be downloaded here):
   vla        --policy.preset=cpu (conv tokenizer with FiLM, word vocabulary, shift augmentation, 5 Euler steps),
@@ -22,7 +23,8 @@ Policies and their settings (as a user would set them for a CPU, from scratch: n
 LeRobot's SmolVLA is left out: training it needs its VLM's tokenizer and processor from the Hub.
 
     python benchmarks/bench_learn.py [--tasks so101/pick-color] [--policies vla act diffusion] [--budget-min 10]
-                                     [--episodes 200] [--rollouts 100] [--out outputs/bench_learn]
+                                     [--episodes 200] [--rollouts 100] [--curve-rollouts 25]
+                                     [--out outputs/bench_learn] [--resume]
 
 Needs diffusers for Diffusion Policy: `pip install -e ".[bench]"` (`make bench-learn` does it). Runs of this length
 must run alone on the machine. Prints a table and writes results.json and success.png.
@@ -87,7 +89,9 @@ def schedule_flags(policy: str, steps: int) -> list[str]:
     return [f"--policy.scheduler_decay_steps={3 * steps}"] if policy == "vla" else []
 
 
-def run_task(task: str, policies: list[str], args: argparse.Namespace) -> list[dict[str, Any]]:
+def run_task(task: str, policies: list[str], args: argparse.Namespace, done: list[dict[str, Any]]) -> None:
+    """Train and roll out each policy on `task`, appending its row to `done` and saving results.json and the plot
+    after each one (a stopped run keeps the policies it finished; `--resume` skips them)."""
     from vla.datasets.cache import build_cache
     from vla.envs.collect import record
     from vla.envs.rollout import rollout
@@ -99,8 +103,10 @@ def run_task(task: str, policies: list[str], args: argparse.Namespace) -> list[d
         print(f"[{task}] recording {args.episodes} expert demonstrations", flush=True)
         record(task, args.episodes, data, repo_id=repo_id)
         build_cache(data, progress=False)
-    rows = []
     for policy in policies:
+        if any(r["task"] == task and r["policy"] == policy for r in done):
+            print(f"[{task}] {policy}: in {args.out / 'results.json'} already", flush=True)
+            continue
         per_step = seconds_per_step(policy, data, repo_id, work)
         steps = max(40, int(args.budget_min * 60 / per_step))
         save_freq = max(1, steps // len(QUARTERS))
@@ -117,16 +123,19 @@ def run_task(task: str, policies: list[str], args: argparse.Namespace) -> list[d
             ckpt = out / "checkpoints" / f"{step:06d}" / "pretrained_model"
             if not ckpt.is_dir():
                 continue
-            episodes = args.rollouts if fraction == 1.0 else max(10, args.rollouts // 4)
+            episodes = args.rollouts if fraction == 1.0 else args.curve_rollouts
+            if not episodes:
+                continue
             result = rollout(CheckpointActor(ckpt), task, episodes=episodes, n_envs=4,
                              out=work / f"rollout-{policy}-{step}", videos=2 if fraction == 1.0 else 0)
             curve.append({"step": step, "minutes": minutes * fraction, "episodes": result.episodes,
                           "successes": result.successes, "ci95": result.ci95,
                           "wrong_object": result.wrong_object, "per_target": result.per_target})
             print(f"    step {step}: {result.successes}/{result.episodes}", flush=True)
-        rows.append({"task": task, "policy": policy, "settings": POLICIES[policy], "steps": steps,
+        done.append({"task": task, "policy": policy, "settings": POLICIES[policy], "steps": steps,
                      "seconds_per_step": per_step, "train_minutes": minutes, "curve": curve})
-    return rows
+        (args.out / "results.json").write_text(json.dumps(done, indent=2))
+        plot(done, args.out / "success.png")
 
 
 def plot(rows: list[dict[str, Any]], path: Path) -> None:
@@ -150,6 +159,17 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
     plt.close(fig)
 
 
+def table(rows: list[dict[str, Any]]) -> str:
+    lines = ["| task | policy | steps | train min | success (final) | 95% CI | wrong object |",
+             "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        final = r["curve"][-1]
+        low, high = final["ci95"]
+        lines.append(f"| {r['task']} | {r['policy']} | {r['steps']} | {r['train_minutes']:.1f} | "
+                     f"{final['successes']}/{final['episodes']} | {low:.0%}-{high:.0%} | {final['wrong_object']} |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tasks", nargs="+", default=["so101/pick-color"])
@@ -157,21 +177,19 @@ def main() -> None:
     parser.add_argument("--budget-min", type=float, default=10.0, help="training wall-clock minutes per policy")
     parser.add_argument("--episodes", type=int, default=200, help="demonstrations recorded per task")
     parser.add_argument("--rollouts", type=int, default=100, help="evaluation episodes of each final checkpoint")
+    parser.add_argument("--curve-rollouts", type=int, default=25,
+                        help="evaluation episodes of each earlier checkpoint (0: final checkpoints only)")
     parser.add_argument("--out", type=Path, default=ROOT / "outputs" / "bench_learn")
+    parser.add_argument("--resume", action="store_true", help="keep the rows of OUT/results.json, run the rest")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     print(f"CPU: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; budget {args.budget_min} min "
           f"per policy, {args.episodes} demonstrations, {args.rollouts} evaluation episodes", flush=True)
-    rows = [row for task in args.tasks for row in run_task(task, args.policies, args)]
-    (args.out / "results.json").write_text(json.dumps(rows, indent=2))
-    plot(rows, args.out / "success.png")
-    print("\n| task | policy | steps | train min | success (final) | 95% CI | wrong object |")
-    print("|---|---|---|---|---|---|---|")
-    for r in rows:
-        final = r["curve"][-1]
-        low, high = final["ci95"]
-        print(f"| {r['task']} | {r['policy']} | {r['steps']} | {r['train_minutes']:.1f} | "
-              f"{final['successes']}/{final['episodes']} | {low:.0%}-{high:.0%} | {final['wrong_object']} |")
+    results = args.out / "results.json"
+    rows: list[dict[str, Any]] = json.loads(results.read_text()) if args.resume and results.is_file() else []
+    for task in args.tasks:
+        run_task(task, args.policies, args, rows)
+    print("\n" + table(rows))
     print(f"\nresults: {args.out / 'results.json'}\nplot:    {args.out / 'success.png'}")
 
 
