@@ -136,7 +136,7 @@ def run_record(args: argparse.Namespace) -> None:
 
 def run_rollout(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
     from vla.envs.collect import env_names
-    from vla.envs.rollout import EVAL_SEED, Actor, format_result, format_summary, rollout, rollout_tasks
+    from vla.envs.rollout import EVAL_SEED, Actor, format_result, format_summary, rollout, rollout_tasks, task_out
 
     player: Actor | Literal["expert"] = "expert"
     if args.policy != "expert":
@@ -155,7 +155,7 @@ def run_rollout(args: argparse.Namespace, parser: argparse.ArgumentParser) -> No
                               "targets": tuple(t for t in args.probe_targets.split(",") if t)}  # fmt: skip
     if len(names) > 1:
         results = rollout_tasks(player, names, args.episodes, args.n_envs, args.out, **kwargs)
-        outs = [args.out / name.replace("/", "_") for name in names]
+        outs = [task_out(args.out, name) for name in names]
     else:
         results, outs = [rollout(player, names[0], args.episodes, args.n_envs, args.out, **kwargs)], [args.out]
     for result, out in zip(results, outs, strict=True):

@@ -122,11 +122,11 @@ def record(
                     if count["saved"] >= episodes:
                         continue
                     count["attempted"] += 1
-                    success, length = _play(env, expert, next_seed, writer)
+                    success = _play(env, expert, next_seed, writer)
                     next_seed += 1
                     count["successes"] += success
                     if success or keep_failed:
-                        frames += length
+                        frames += writer.pending
                         writer.save()
                         count["saved"] += 1
                         bar.update(1)
@@ -150,11 +150,11 @@ def _totals(counts: dict[str, dict[str, int]], *keys: str) -> tuple[int, ...]:
     return tuple(sum(c[k] for c in counts.values()) for k in keys)
 
 
-def _play(env: Any, expert: Any, seed: int, writer: EpisodeWriter) -> tuple[bool, int]:
-    """One expert episode from `seed`, its frames added to `writer` (not saved): (success, frames)."""
+def _play(env: Any, expert: Any, seed: int, writer: EpisodeWriter) -> bool:
+    """One expert episode from `seed`, its frames added to `writer` (not saved); whether the expert succeeded."""
     obs, info = env.reset(seed=seed)
     expert.reset()
-    length, done = 0, False
+    done = False
     while not done:
         action = np.asarray(expert.act(), dtype=np.float32)
         frame = {f"observation.images.{cam}": img for cam, img in obs["pixels"].items()}
@@ -162,7 +162,6 @@ def _play(env: Any, expert: Any, seed: int, writer: EpisodeWriter) -> tuple[bool
         frame["action"] = action
         frame["task"] = env.task_description
         writer.add(frame)
-        length += 1
         obs, _, terminated, truncated, info = env.step(action)
         done = terminated or truncated
-    return bool(info["is_success"]), length
+    return bool(info["is_success"])

@@ -187,28 +187,34 @@ def _play_wave(envs: list[Any], seeds: list[int], options: list[dict[str, str] |
     return records, clips
 
 
+def task_out(out: str | Path, env_name: str) -> Path:
+    """Where `rollout_tasks` writes `env_name`'s rollout: `out/<suite>_<task>`."""
+    return Path(out) / env_name.replace("/", "_")
+
+
 def rollout_tasks(policy: Actor | Literal["expert"], env_names: list[str], episodes: int = 50, n_envs: int = 4,
                   out: str | Path = "outputs/rollout", **kwargs: Any) -> list[RolloutResult]:  # fmt: skip
-    """`rollout` on each env in turn (a multi-task policy), each into `out/<suite>_<task>`; `out/summary.json`
-    holds every env's success and their mean."""
-    out = Path(out)
-    results = [rollout(policy, name, episodes, n_envs, out / name.replace("/", "_"), **kwargs) for name in env_names]
-    wins, total = sum(r.successes for r in results), sum(r.episodes for r in results)
-    summary = {"mean_success_rate": float(np.mean([r.success_rate for r in results])), "successes": wins,
-               "episodes": total, "ci95": wilson(wins, total),
-               "per_env": {r.env: {"successes": r.successes, "episodes": r.episodes, "ci95": r.ci95} for r in results}}
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    """`rollout` on each env in turn (a multi-task policy), each into `task_out(out, env)`; `out/summary.json`
+    holds every env's success and their mean (`summarize`)."""
+    results = [rollout(policy, name, episodes, n_envs, task_out(out, name), **kwargs) for name in env_names]
+    Path(out).mkdir(parents=True, exist_ok=True)
+    (Path(out) / "summary.json").write_text(json.dumps(summarize(results), indent=2))
     return results
 
 
-def format_summary(results: list[RolloutResult]) -> str:
-    """The mean over envs of their success rates, and the pooled episodes' 95% interval."""
+def summarize(results: list[RolloutResult]) -> dict[str, Any]:
+    """The mean over envs of their success rates, the pooled episodes with their 95% interval, and each env's."""
     wins, total = sum(r.successes for r in results), sum(r.episodes for r in results)
-    low, high = wilson(wins, total)
-    mean = float(np.mean([r.success_rate for r in results]))
-    return (f"mean success over {len(results)} envs: {mean:.1%} ({wins}/{total} episodes pooled, 95% CI "
-            f"{low:.0%}-{high:.0%})")
+    return {"mean_success_rate": float(np.mean([r.success_rate for r in results])), "successes": wins,
+            "episodes": total, "ci95": wilson(wins, total),
+            "per_env": {r.env: {"successes": r.successes, "episodes": r.episodes, "ci95": r.ci95} for r in results}}
+
+
+def format_summary(results: list[RolloutResult]) -> str:
+    s = summarize(results)
+    low, high = s["ci95"]
+    return (f"mean success over {len(results)} envs: {s['mean_success_rate']:.1%} ({s['successes']}/{s['episodes']} "
+            f"episodes pooled, 95% CI {low:.0%}-{high:.0%})")
 
 
 def format_result(r: RolloutResult) -> str:
