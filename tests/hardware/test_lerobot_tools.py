@@ -42,13 +42,26 @@ def test_lerobot_teleoperate_with_our_leader_and_follower(virtual_arm, tmp_path:
            "--teleop_time_s=4"]  # fmt: skip
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     rest = np.degrees(follower.joint_positions())
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
-    deadline = time.monotonic() + 120
-    while leader.requests < 30 and time.monotonic() < deadline and proc.poll() is None:
-        time.sleep(0.05)  # until the teleoperation loop runs (about one second of it)
     hand = leader.twin.hand
     assert hand is not None
-    hand.freeze()  # the operator stops; the follower has the rest of the 4 s to catch up
+    # The operator holds the leader still until the loop runs, moves it for 30 ticks (a second), then stops. Were it
+    # moving from the start, the follower's first move would depend on how long the command took to start, and some
+    # straight joint-space moves from the follower's rest pose drag its jaw along the table and jam it, as they would
+    # a real arm.
+    hand.freeze()
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
+    deadline = time.monotonic() + 120
+
+    def wait(until) -> None:  # type: ignore[no-untyped-def]
+        while not until() and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.01)
+
+    wait(lambda: follower.requests > 0)  # LeRobot connects the leader, then the follower, then loops
+    connected = leader.requests  # one read of the leader per tick from here on
+    wait(lambda: leader.requests > connected)
+    hand.resume()
+    wait(lambda: leader.requests > connected + 30)
+    hand.freeze()  # the follower has the rest of the 4 s to catch up
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 0, err[-4000:]
     assert follower.servos[1].torque  # on_exit=hold by default

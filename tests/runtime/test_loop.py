@@ -108,7 +108,7 @@ def test_handover_in_both_directions_blends_without_jumps(rig, virtual_arm) -> N
         hand.freeze()  # the operator lets go of the leader ...
         loop.request_mode("policy")  # ... and hands over with the key
         time.sleep(2.0)
-        hand.frozen_at = None  # then grabs the leader again: the operator takes over
+        hand.resume()  # then grabs the leader again: the operator takes over
     operator = threading.Thread(target=script)
     operator.start()
     try:

@@ -18,7 +18,6 @@ import argparse
 import contextlib
 import sys
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
@@ -137,7 +136,10 @@ def deploy(args: argparse.Namespace) -> None:
         if virtual_hand is not None:
 
             def on_mode_request(mode: str) -> None:  # the scripted operator lets go when the policy takes over
-                virtual_hand.frozen_at = time.monotonic() if mode == "policy" else None
+                if mode == "policy":
+                    virtual_hand.freeze()
+                else:
+                    virtual_hand.resume()
 
         config = LoopConfig(fps=args.fps, strategy=args.strategy, execute=args.execute, safe_after_s=args.safe_after,
                             safe_state=args.safe_state, realtime=not args.no_realtime)  # fmt: skip

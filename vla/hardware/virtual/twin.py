@@ -233,7 +233,8 @@ class MotorTwin:
 
 class HandMotion:
     """A person moving a leader arm: each joint follows a sum of slow sinusoids inside 40% of its range
-    (peaks around 40 degrees/s, an unhurried teleoperation)."""
+    (peaks around 40 degrees/s, an unhurried teleoperation). `freeze()` holds the arm still and `resume()` moves it
+    on from where it stopped: the motion's clock runs only while the hand moves, so the path is continuous."""
 
     def __init__(self, ranges: np.ndarray, seed: int = 0, speed: float = 0.15):
         rng = np.random.default_rng(seed)
@@ -242,7 +243,7 @@ class HandMotion:
         self.amp = 0.2 * np.diff(np.asarray(ranges, float), axis=1)[:, 0]
         self.freq = rng.uniform(0.5, 1.0, (n, 2)) * speed
         self.phase = rng.uniform(0, 2 * math.pi, (n, 2))
-        self.t0 = time.monotonic()
+        self.t0 = time.monotonic()  # when the motion's clock read 0, shifted by each hold
         self.frozen_at: float | None = None
 
     def __call__(self, now: float) -> np.ndarray:
@@ -252,4 +253,11 @@ class HandMotion:
 
     def freeze(self) -> None:
         """The person stops moving and holds the arm where it is."""
-        self.frozen_at = time.monotonic()
+        if self.frozen_at is None:
+            self.frozen_at = time.monotonic()
+
+    def resume(self) -> None:
+        """The person moves the arm on from where it was held."""
+        if self.frozen_at is not None:
+            self.t0 += time.monotonic() - self.frozen_at
+            self.frozen_at = None
