@@ -96,6 +96,10 @@ def build_parser() -> argparse.ArgumentParser:
     rec.add_argument("--commit-every", type=number(float, low=0), default=30.0, metavar="SECONDS",
                      help="make the dataset loadable this often; a SIGKILL loses what was saved since (0: after "
                           "every episode, slower as the dataset grows)")  # fmt: skip
+    rec.add_argument("--action-noise", type=number(float, low=0), default=0.0, metavar="DEGREES",
+                     help="so101: perturb the arm's executed actions by slowly drifting noise of this standard "
+                          "deviation, recording the expert's own actions, so the demonstrations show recoveries "
+                          "(e.g. 2)")  # fmt: skip
 
     ro = sub.add_parser("rollout", help="evaluate a checkpoint (or --policy expert) in sim")
     ro.add_argument("--policy", required=True, help="checkpoint directory (pretrained_model) or 'expert'")
@@ -122,7 +126,7 @@ def run_record(args: argparse.Namespace) -> None:
     summary = record(
         args.env, args.episodes, args.out, resume=args.resume, image_size=parse_size(args.image_size),
         use_videos=not args.images, keep_failed=args.keep_failed, seed=args.seed, repo_id=args.repo_id,
-        commit_every=args.commit_every,
+        commit_every=args.commit_every, action_noise=args.action_noise,
     )  # fmt: skip
     if summary.rolled_back:
         print(f"{summary.rolled_back} episodes saved after the last commit of the killed recording were dropped")

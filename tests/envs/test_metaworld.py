@@ -89,4 +89,6 @@ def test_record_refuses_envs_whose_features_differ(tmp_path: Path) -> None:
         record(["metaworld/reach", "so101/reach"], 1, tmp_path / "mixed", image_size=(32, 32), progress=False)
     with pytest.raises(ValueError, match="listed twice"):
         record("metaworld/reach,metaworld/reach", 1, tmp_path / "twice", progress=False)
-    assert not (tmp_path / "mixed" / "meta").exists()
+    with pytest.raises(ValueError, match="action noise is in joint degrees, for so101 envs; metaworld/reach"):
+        record("metaworld/reach", 1, tmp_path / "noisy", progress=False, action_noise=2.0)
+    assert not (tmp_path / "mixed" / "meta").exists() and not (tmp_path / "noisy" / "meta").exists()

@@ -92,6 +92,74 @@ def test_scripted_expert_succeeds(task: str) -> None:
     assert wins >= 4, f"{task}: expert succeeded in {wins}/5 (measured >= 95% over 100 seeds)"
 
 
+def test_scripted_expert_plans_again_when_its_cube_is_knocked_out_of_the_zone() -> None:
+    """The expert checks what its plan achieved: a cube pushed out of the zone after the release is fetched again."""
+    from vla.envs.experts import ScriptedExpert
+    from vla.envs.tasks import set_cube
+
+    env = SO101Env(TASKS["place"](), SO101Config(cameras=(), max_steps=400))
+    expert = ScriptedExpert(env)
+    env.reset(seed=3)
+    expert.reset()
+    knocked = False
+    for _ in range(400):
+        if expert.index == len(expert.plan) - 1 and not knocked:  # released, retreating
+            zone = env.task_spec.zone  # type: ignore[attr-defined]
+            c, s = np.cos(0.4), np.sin(0.4)  # 0.4 rad round the base: 6 cm away, still in reach
+            set_cube(env, "cube", np.array([c * zone[0] - s * zone[1], s * zone[0] + c * zone[1]]), 0.3)
+            knocked = True
+        _, _, terminated, truncated, info = env.step(expert.act())
+        if terminated or truncated:
+            break
+    assert knocked and info["is_success"] and expert.retries == 1
+
+
+def test_recording_with_action_noise_executes_the_perturbed_action_and_records_the_experts(tmp_path: Path) -> None:
+    from lerobot.datasets import LeRobotDataset
+
+    from vla.envs.collect import ActionNoise, record
+    from vla.envs.experts import ScriptedExpert
+    from vla.envs.registry import make_so101
+
+    out = tmp_path / "place"
+    summary = record("so101/place", 1, out, image_size=(32, 32), use_videos=False, progress=False, action_noise=2.0)
+    assert summary.saved == summary.attempted == 1  # the episode of seed 0
+    ds = LeRobotDataset("local/so101_place", root=out)
+
+    env = make_so101("place", image_size=(32, 32))  # replay: states follow the noisy actions, labels the expert's
+    expert = ScriptedExpert(env)
+    obs, _ = env.reset(seed=0)
+    expert.reset()
+    noise = ActionNoise(6, 2.0, seed=0)
+    gaps = []
+    for index in range(ds.meta.episodes[0]["length"]):
+        item = ds[index]
+        np.testing.assert_array_equal(item["observation.state"].numpy(), obs["agent_pos"])
+        action = expert.act()
+        np.testing.assert_array_equal(item["action"].numpy(), action)
+        sent = noise(action)
+        gaps.append(np.abs(sent - action))
+        obs, *_ = env.step(sent)
+    gap = np.array(gaps)
+    assert gap[:, 5].max() == 0.0 and 1.0 < gap[:, :5].mean() < 3.0  # the gripper untouched, the arm by ~2 degrees
+
+    with pytest.raises(ValueError, match="action noise must be >= 0"):
+        record("so101/place", 1, tmp_path / "bad", action_noise=-1.0, progress=False)
+
+
+def test_action_noise_drifts_slowly_with_its_standard_deviation() -> None:
+    from vla.envs.collect import ActionNoise
+
+    noise = ActionNoise(6, 2.0, seed=5)
+    x = np.array([noise(np.zeros(6, np.float32)) for _ in range(20000)])
+    assert np.all(x[:, 5] == 0)
+    assert np.allclose(x[:, :5].std(axis=0), 2.0, rtol=0.15)
+    lag1 = np.mean([np.corrcoef(x[:-1, j], x[1:, j])[0, 1] for j in range(5)])
+    assert 0.85 < lag1 < 0.95  # correlation time of 10 ticks: each tick keeps 0.9 of the last
+    again = ActionNoise(6, 2.0, seed=5)
+    np.testing.assert_array_equal(again(np.zeros(6, np.float32)), x[0])  # one seed, one noise
+
+
 def test_no_success_without_acting() -> None:
     for task in ("pick", "place", "reach"):
         env = SO101Env(TASKS[task](), SO101Config(cameras=()))

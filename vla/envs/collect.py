@@ -11,6 +11,12 @@ use seeds from `EVAL_SEED` up, disjoint from these.
 Several envs (a multi-task dataset, e.g. six Meta-World tasks) record into one dataset when their features agree:
 `episodes` successful episodes each, taken in turns (one attempt per env per round), so a recording stopped early
 holds about as many of each. Attempts draw seeds from one counter, in order.
+
+`action_noise` (degrees, SO-101 envs) perturbs what the arm is sent, not what is recorded: the executed action is
+the expert's plus slowly varying noise on each arm joint (`ActionNoise`), while each frame's action stays the
+expert's. The arm then drifts off the expert's path and the expert's next actions bring it back (and, when a
+release misses, the expert plans again), so the demonstrations show corrections from the states a policy's own
+small errors lead to (DART: Laskey et al., 2017).
 """
 
 from __future__ import annotations
@@ -56,6 +62,17 @@ def env_names(spec: str | Sequence[str]) -> list[str]:
     return names
 
 
+def _check_noise(action_noise: float, names: list[str], envs: list[Any]) -> None:
+    from vla.envs.so101 import SO101Env
+
+    if action_noise < 0:
+        raise ValueError(f"action noise must be >= 0 degrees, not {action_noise}")
+    other = [name for name, env in zip(names, envs, strict=True) if not isinstance(env, SO101Env)]
+    if action_noise > 0 and other:
+        raise ValueError(f"action noise is in joint degrees, for so101 envs; {', '.join(other)} take(s) other actions:"
+                         " record them without --action-noise")  # fmt: skip
+
+
 def _same_features(names: list[str], envs: list[Any]) -> dict[str, dict]:
     features = dataset_features(envs[0])
     fps = envs[0].metadata["render_fps"]
@@ -81,6 +98,7 @@ def record(
     repo_id: str | None = None,
     progress: bool = True,
     commit_every: float = 30.0,
+    action_noise: float = 0.0,
 ) -> RecordSummary:
     from tqdm import tqdm
 
@@ -99,6 +117,7 @@ def record(
         envs += [make_env(name, image_size=image_size) for name in names]
         features = _same_features(names, envs)
         experts = [make_expert(env) for env in envs]
+        _check_noise(action_noise, names, envs)
     except BaseException:
         for env in envs:
             env.close()
@@ -122,7 +141,7 @@ def record(
                     if count["saved"] >= episodes:
                         continue
                     count["attempted"] += 1
-                    success = _play(env, expert, next_seed, writer)
+                    success = _play(env, expert, next_seed, writer, action_noise)
                     next_seed += 1
                     count["successes"] += success
                     if success or keep_failed:
@@ -146,14 +165,33 @@ def record(
                          per_env=counts if len(names) > 1 else {})  # fmt: skip
 
 
+class ActionNoise:
+    """Ornstein-Uhlenbeck noise on every action dimension but the last (the gripper): stationary standard deviation
+    `std` in the action's units, correlation time `ticks`, so it drifts like a slow error rather than jitters (which
+    the servos would filter out)."""
+
+    def __init__(self, dims: int, std: float, seed: int, ticks: float = 10.0):
+        self.rng = np.random.default_rng([seed, 0x4E015E])
+        self.std, self.decay = std, 1.0 - 1.0 / ticks
+        self.value = np.zeros(dims, np.float32)
+        self.value[:-1] = self.rng.normal(0.0, std, dims - 1)
+
+    def __call__(self, action: np.ndarray) -> np.ndarray:
+        kick = self.std * np.sqrt(1.0 - self.decay**2)
+        self.value[:-1] = self.decay * self.value[:-1] + kick * self.rng.normal(size=len(self.value) - 1)
+        return (action + self.value).astype(np.float32)
+
+
 def _totals(counts: dict[str, dict[str, int]], *keys: str) -> tuple[int, ...]:
     return tuple(sum(c[k] for c in counts.values()) for k in keys)
 
 
-def _play(env: Any, expert: Any, seed: int, writer: EpisodeWriter) -> bool:
-    """One expert episode from `seed`, its frames added to `writer` (not saved); whether the expert succeeded."""
+def _play(env: Any, expert: Any, seed: int, writer: EpisodeWriter, action_noise: float = 0.0) -> bool:
+    """One expert episode from `seed`, its frames added to `writer` (not saved); whether the expert succeeded.
+    With `action_noise`, the env is sent the expert's action perturbed by `ActionNoise`; frames keep the expert's."""
     obs, info = env.reset(seed=seed)
     expert.reset()
+    perturb = ActionNoise(env.action_space.shape[0], action_noise, seed) if action_noise > 0 else None
     done = False
     while not done:
         action = np.asarray(expert.act(), dtype=np.float32)
@@ -162,6 +200,6 @@ def _play(env: Any, expert: Any, seed: int, writer: EpisodeWriter) -> bool:
         frame["action"] = action
         frame["task"] = env.task_description
         writer.add(frame)
-        obs, _, terminated, truncated, info = env.step(action)
+        obs, _, terminated, truncated, info = env.step(action if perturb is None else perturb(action))
         done = terminated or truncated
     return bool(info["is_success"])

@@ -3,8 +3,12 @@
 An expert reads the true object poses (privileged state) at reset and plans waypoints for the fingertip: above the
 object, down to grasp height with the jaws open, close, lift, carry, lower, open, retreat. Each control tick it
 moves a commanded tip target towards the next waypoint at a bounded speed, solves IK (warm-started) and returns an
-action in the env's units. The fixed jaw (where the tip site is) goes to the near face of the cube, with the jaws'
-closing axis along the cube face normal closest to the radial direction; the moving jaw closes from the far side.
+action in the env's units. It watches what it holds and what its plan achieved: when the cube slips out of the
+jaws on the way, or the plan ends without the task done (a cube released beside its zone, a missed grasp), it
+plans again from the objects' new poses, up to `MAX_RETRIES` times. Demonstrations recorded with perturbed
+actions (`vla record --action-noise`) then show how to recover, which a policy needs to mend its own near misses.
+The fixed jaw (where the tip site is) goes to the near face of the cube, with the jaws' closing axis along the cube
+face normal closest to the radial direction; the moving jaw closes from the far side.
 """
 
 from __future__ import annotations
@@ -22,6 +26,8 @@ CLOSED = 0.0
 HOVER = 0.07  # metres above the grasp height before descending
 CARRY_Z = 0.085
 SPEED = 0.25  # metres per second for the commanded tip
+MAX_RETRIES = 3  # new plans after a drop or an unfinished task, per episode
+HELD = 0.04  # metres from the tip within which a carried cube counts as still held
 CLEARANCE = 0.009  # from the tip site (the fixed pad's centre, 5 mm inside its face) to the cube face
 
 
@@ -83,28 +89,52 @@ class ScriptedExpert:
         self.plan: list[Waypoint] = []
 
     def reset(self) -> None:
+        self.plan = self._plan()
+        self.index = 0
+        self.ticks = 0
+        self.retries = 0
+        self.target = self.env.tip
+        self.q = self.env.qpos[:5]
+
+    def _plan(self) -> list[Waypoint]:
+        """Waypoints for the task from the objects' present poses."""
         env, task = self.env, self.env.task_spec
         if isinstance(task, Reach):
             target = np.array([*task.target, 0.012])
             yaw = float(np.arctan2(target[1], target[0]) + np.pi / 2)
-            self.plan = [Waypoint(raised(target, 0.05), yaw, CLOSED, tol=0.015), Waypoint(target, yaw, CLOSED)]
-        elif isinstance(task, Pick):
-            self.plan = pick_waypoints(env, task.target)
-        elif isinstance(task, Place):
-            self.plan = pick_waypoints(env, "cube")
-            self.plan += release_waypoints(task.zone, 0.0, self.plan[0].yaw)
-        elif isinstance(task, Stack):
-            self.plan = pick_waypoints(env, "red")
+            return [Waypoint(raised(target, 0.05), yaw, CLOSED, tol=0.015), Waypoint(target, yaw, CLOSED)]
+        if isinstance(task, Pick):
+            return pick_waypoints(env, task.target)
+        if isinstance(task, Place):
+            plan = pick_waypoints(env, "cube")
+            return plan + release_waypoints(task.zone, 0.0, plan[0].yaw)
+        if isinstance(task, Stack):
+            plan = pick_waypoints(env, "red")
             blue = env.body_pos("blue")
-            self.plan += release_waypoints(blue[:2], blue[2] + CUBE_HALF, self.plan[0].yaw)
-        else:
-            raise ValueError(f"no scripted expert for task {type(task).__name__}")
-        self.index = 0
-        self.ticks = 0
-        self.target = self.env.tip
-        self.q = self.env.qpos[:5]
+            return plan + release_waypoints(blue[:2], blue[2] + CUBE_HALF, plan[0].yaw)
+        raise ValueError(f"no scripted expert for task {type(task).__name__}")
+
+    def _carried(self) -> str | None:
+        """The cube the current waypoint expects in the jaws (from the lift to the release), else None."""
+        task = self.env.task_spec
+        if isinstance(task, Reach) or not 3 <= self.index < 6:
+            return None
+        if isinstance(task, Pick):
+            return task.target
+        return "cube" if isinstance(task, Place) else "red"
+
+    def _needs_new_plan(self) -> bool:
+        if self.retries >= MAX_RETRIES or isinstance(self.env.task_spec, Reach):
+            return False
+        if self.index >= len(self.plan):  # the plan is done: is the task?
+            return not self.env.is_success()
+        cube = self._carried()  # slipped out of the jaws on the way?
+        return cube is not None and bool(np.linalg.norm(self.env.body_pos(cube) - self.env.tip) > HELD)
 
     def act(self) -> np.ndarray:
+        if self._needs_new_plan():
+            self.plan, self.index, self.ticks = self._plan(), 0, 0
+            self.retries += 1
         wp = self.plan[min(self.index, len(self.plan) - 1)]
         step = SPEED / self.env.config.control_hz
         delta = wp.pos - self.target
