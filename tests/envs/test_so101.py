@@ -377,7 +377,7 @@ def test_a_scene_can_be_asked_for_another_cube_and_lifting_the_wrong_one_is_flag
         SO101Env(TASKS["reach"](), SO101Config(cameras=())).reset(seed=0, options={"target": "red"})
 
     env.reset(seed=7, options={"target": "red"})
-    expert = ScriptedExpert(env)
+    expert = ScriptedExpert(env, max_retries=0)  # its first plan only: no second try for the green one
     expert.reset()  # plans a grasp of the red cube ...
     env.task_spec.target = "green"  # ... while the task now names the green one
     for _ in range(env._max_episode_steps):

@@ -5,8 +5,9 @@ object, down to grasp height with the jaws open, close, lift, carry, lower, open
 moves a commanded tip target towards the next waypoint at a bounded speed, solves IK (warm-started) and returns an
 action in the env's units. It watches what it holds and what its plan achieved: when the cube slips out of the
 jaws on the way, or the plan ends without the task done (a cube released beside its zone, a missed grasp), it
-plans again from the objects' new poses, up to `MAX_RETRIES` times. Demonstrations recorded with perturbed
-actions (`vla record --action-noise`) then show how to recover, which a policy needs to mend its own near misses.
+plans again from the objects' new poses, up to `max_retries` times (default `MAX_RETRIES`). Demonstrations
+recorded with perturbed actions (`vla record --action-noise`) then show how to recover, which a policy needs to
+mend its own near misses.
 The fixed jaw (where the tip site is) goes to the near face of the cube, with the jaws' closing axis along the cube
 face normal closest to the radial direction; the moving jaw closes from the far side.
 """
@@ -83,10 +84,12 @@ def release_waypoints(xy: np.ndarray, z: float, yaw: float) -> list[Waypoint]:
 class ScriptedExpert:
     """Drives an `SO101Env` through its task; call `reset()` after each env reset, then `act()` every tick."""
 
-    def __init__(self, env: SO101Env):
+    def __init__(self, env: SO101Env, max_retries: int = MAX_RETRIES):
         self.env = env
         self.ik = ArmIK(env.model)
+        self.max_retries = max_retries
         self.plan: list[Waypoint] = []
+        self.cube: str | None = None  # the cube the plan grasps
 
     def reset(self) -> None:
         self.plan = self._plan()
@@ -99,37 +102,33 @@ class ScriptedExpert:
     def _plan(self) -> list[Waypoint]:
         """Waypoints for the task from the objects' present poses."""
         env, task = self.env, self.env.task_spec
+        self.cube = None
         if isinstance(task, Reach):
             target = np.array([*task.target, 0.012])
             yaw = float(np.arctan2(target[1], target[0]) + np.pi / 2)
             return [Waypoint(raised(target, 0.05), yaw, CLOSED, tol=0.015), Waypoint(target, yaw, CLOSED)]
         if isinstance(task, Pick):
+            self.cube = task.target
             return pick_waypoints(env, task.target)
         if isinstance(task, Place):
+            self.cube = "cube"
             plan = pick_waypoints(env, "cube")
             return plan + release_waypoints(task.zone, 0.0, plan[0].yaw)
         if isinstance(task, Stack):
+            self.cube = "red"
             plan = pick_waypoints(env, "red")
             blue = env.body_pos("blue")
             return plan + release_waypoints(blue[:2], blue[2] + CUBE_HALF, plan[0].yaw)
         raise ValueError(f"no scripted expert for task {type(task).__name__}")
 
-    def _carried(self) -> str | None:
-        """The cube the current waypoint expects in the jaws (from the lift to the release), else None."""
-        task = self.env.task_spec
-        if isinstance(task, Reach) or not 3 <= self.index < 6:
-            return None
-        if isinstance(task, Pick):
-            return task.target
-        return "cube" if isinstance(task, Place) else "red"
-
     def _needs_new_plan(self) -> bool:
-        if self.retries >= MAX_RETRIES or isinstance(self.env.task_spec, Reach):
+        if self.retries >= self.max_retries or self.cube is None:
             return False
         if self.index >= len(self.plan):  # the plan is done: is the task?
             return not self.env.is_success()
-        cube = self._carried()  # slipped out of the jaws on the way?
-        return cube is not None and bool(np.linalg.norm(self.env.body_pos(cube) - self.env.tip) > HELD)
+        if 3 <= self.index < 6:  # from the lift to the release: has the cube slipped out of the jaws?
+            return bool(np.linalg.norm(self.env.body_pos(self.cube) - self.env.tip) > HELD)
+        return False
 
     def act(self) -> np.ndarray:
         if self._needs_new_plan():
