@@ -172,13 +172,13 @@ class ActionNoise:
 
     def __init__(self, dims: int, std: float, seed: int, ticks: float = 10.0):
         self.rng = np.random.default_rng([seed, 0x4E015E])
-        self.std, self.decay = std, 1.0 - 1.0 / ticks
+        self.decay = 1.0 - 1.0 / ticks
+        self.kick = std * np.sqrt(1.0 - self.decay**2)  # keeps the deviation at `std`
         self.value = np.zeros(dims, np.float32)
         self.value[:-1] = self.rng.normal(0.0, std, dims - 1)
 
     def __call__(self, action: np.ndarray) -> np.ndarray:
-        kick = self.std * np.sqrt(1.0 - self.decay**2)
-        self.value[:-1] = self.decay * self.value[:-1] + kick * self.rng.normal(size=len(self.value) - 1)
+        self.value[:-1] = self.decay * self.value[:-1] + self.kick * self.rng.normal(size=len(self.value) - 1)
         return (action + self.value).astype(np.float32)
 
 

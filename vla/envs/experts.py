@@ -126,7 +126,8 @@ class ScriptedExpert:
             return False
         if self.index >= len(self.plan):  # the plan is done: is the task?
             return not self.env.is_success()
-        if 3 <= self.index < 6:  # from the lift to the release: has the cube slipped out of the jaws?
+        carrying = self.index > 0 and self.plan[self.index - 1].gripper == self.plan[self.index].gripper == CLOSED
+        if carrying:  # the jaws closed on the cube a waypoint ago: has it slipped out since?
             return bool(np.linalg.norm(self.env.body_pos(self.cube) - self.env.tip) > HELD)
         return False
 
