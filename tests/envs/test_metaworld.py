@@ -92,3 +92,20 @@ def test_record_refuses_envs_whose_features_differ(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="action noise is in joint degrees, for so101 envs; metaworld/reach"):
         record("metaworld/reach", 1, tmp_path / "noisy", progress=False, action_noise=2.0)
     assert not (tmp_path / "mixed" / "meta").exists() and not (tmp_path / "noisy" / "meta").exists()
+
+
+def test_metaworld_renders_in_a_fresh_process_without_mujoco_gl() -> None:
+    """Meta-World imports MuJoCo itself; unless our backend choice (`vla.sim.gl`) runs first, MuJoCo falls back to
+    GLFW and rendering fails on a headless machine. `vla rollout` of a Meta-World task hit this: nothing else in the
+    process had imported the SO-101 simulation."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k not in ("MUJOCO_GL", "PYOPENGL_PLATFORM")}
+    code = ("from vla.envs.metaworld import MetaWorldEnv\n"
+            "obs, _ = MetaWorldEnv('reach', image_size=(16, 16)).reset(seed=0)\n"
+            "print(obs['pixels']['corner'].shape)")
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "(16, 16, 3)" in done.stdout

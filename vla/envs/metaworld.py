@@ -17,6 +17,8 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
+from vla.sim.gl import mujoco  # noqa: F401  (picks the offscreen OpenGL backend before Meta-World imports MuJoCo)
+
 TASKS = ("reach", "push", "pick-place", "button-press-topdown", "drawer-open", "door-open")
 CAMERA = "corner2"
 CAMERA_POS = (0.75, 0.075, 0.7)
