@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/bench_sim.py [--seeds 100] [--record 100]
 
 Expert success is measured on seeds 0..N-1 with cameras off (they do not affect the physics); steps/s with the
-default cameras (SO-101: front + wrist at 96x96; Meta-World: one corner camera at 96x96) while the expert acts.
+default cameras (SO-101: front + wrist at 96x96; Meta-World: corner + gripper at 96x96) while the expert acts.
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ def main() -> None:
         _, steps, seconds = run_episodes(env, make_expert(env), range(args.speed_episodes))
         env.close()
         fast = (
-            make_env(name, cameras=()) if name.startswith("so101") else MetaWorldEnv(name.split("/")[1], cameras=False)
+            make_env(name, cameras=()) if name.startswith("so101") else MetaWorldEnv(name.split("/")[1], cameras=())
         )
         wins, _, _ = run_episodes(fast, make_expert(fast), range(args.seeds))
         fast.close()

@@ -47,6 +47,33 @@ def test_record_metaworld(tmp_path: Path) -> None:
     item = ds[0]
     assert item["task"] == "Press a button from the top"
     assert item["observation.images.corner"].shape == (3, 32, 32) and item["action"].shape == (4,)
+    assert item["observation.images.gripper"].shape == (3, 32, 32)
+
+
+def test_gripper_camera_rides_on_the_hand() -> None:
+    """The `gripper` view moves with the hand (a wrist camera) while the corner camera stays put; `cameras` picks
+    the views, and an unknown one is an error naming the choices."""
+    env = MetaWorldEnv("reach", image_size=(32, 32))
+    obs, _ = env.reset(seed=0)
+    model, data = env.env.model, env.env.data
+    gripper_cam, corner_cam = model.camera("behindGripper").id, model.camera("corner2").id
+    hand0 = obs["agent_pos"][:3].copy()
+    cam0, corner0 = data.cam_xpos[gripper_cam].copy(), data.cam_xpos[corner_cam].copy()
+    for _ in range(15):
+        moved, *_ = env.step(np.array([1.0, 0.0, 0.0, -1.0]))
+    shift = moved["agent_pos"][:3] - hand0
+    assert shift[0] > 0.05  # the hand went 5+ cm along x
+    np.testing.assert_allclose(data.cam_xpos[gripper_cam] - cam0, shift, atol=0.01)
+    np.testing.assert_allclose(data.cam_xpos[corner_cam], corner0)
+    assert np.abs(moved["pixels"]["gripper"].astype(int) - obs["pixels"]["gripper"]).mean() > 1  # the view moved
+    env.close()
+
+    corner_only = MetaWorldEnv("reach", image_size=(16, 16), cameras=("corner",))
+    assert set(corner_only.reset(seed=0)[0]["pixels"]) == {"corner"}
+    assert set(corner_only.observation_space["pixels"]) == {"corner"}  # type: ignore[index]
+    corner_only.close()
+    with pytest.raises(ValueError, match=r"unknown Meta-World camera.*'wrist'.*corner, gripper"):
+        MetaWorldEnv("reach", cameras=("wrist",))
 
 
 def test_record_and_roll_out_several_tasks(tmp_path: Path) -> None:

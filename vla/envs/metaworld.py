@@ -1,10 +1,15 @@
-"""Meta-World v3 (`metaworld==3.0.0`) as a peer benchmark: one corner camera, its shipped scripted experts, and
-LeRobot's one-line task descriptions as instructions.
+"""Meta-World v3 (`metaworld==3.0.0`) as a peer benchmark: a corner camera and a camera behind the gripper, its
+shipped scripted experts, and LeRobot's one-line task descriptions as instructions.
 
 Seeding: Meta-World 3.0.0 ignores `reset(seed=)`. We seed its generator with `env.seed(seed)` and unfreeze its
 random reset vector before every reset, so each seed gives its own (reproducible) object and goal positions. We
 never call `set_task` (it unpickles task data); the flags it would set are set directly, goal observable as in
 MT1. The corner camera sits where LeRobot puts it and its image is turned right side up (it renders flipped).
+
+Cameras: `corner` is LeRobot's one view. `gripper` is Meta-World's `behindGripper`, which rides on the hand (a wrist
+camera, as on the SO-101): the goal markers of reach, push and pick-place are spheres of 2 cm radius, 2-3 pixels of
+the 96 px corner image, and from one fixed view a sphere in the air cannot be ranged; seen from the hand it grows as
+the hand nears it. `cameras=("corner",)` gives LeRobot's setup.
 """
 
 from __future__ import annotations
@@ -20,8 +25,9 @@ import numpy as np
 from vla.sim.gl import mujoco  # noqa: F401  (picks the offscreen OpenGL backend before Meta-World imports MuJoCo)
 
 TASKS = ("reach", "push", "pick-place", "button-press-topdown", "drawer-open", "door-open")
-CAMERA = "corner2"
-CAMERA_POS = (0.75, 0.075, 0.7)
+CAMERAS = {"corner": "corner2", "gripper": "behindGripper"}  # our name -> Meta-World's
+CAMERA_POS = (0.75, 0.075, 0.7)  # corner2, where LeRobot puts it
+FLIPPED = ("corner2",)  # rendered upside down
 
 
 def lerobot_task_table() -> dict[str, dict[str, str]]:
@@ -38,22 +44,26 @@ class MetaWorldEnv(gym.Env):
     feature_names: tuple[str, ...] = ("x", "y", "z", "gripper")
     action_names: tuple[str, ...] = ("dx", "dy", "dz", "grip")
 
-    def __init__(self, task: str, image_size: tuple[int, int] = (96, 96), max_steps: int = 400, cameras: bool = True):
+    def __init__(self, task: str, image_size: tuple[int, int] = (96, 96), max_steps: int = 400,
+                 cameras: tuple[str, ...] = ("corner", "gripper")):
         import metaworld
 
         name = f"{task}-v3"
         if name not in metaworld.env_dict.ALL_V3_ENVIRONMENTS:
             raise ValueError(f"unknown Meta-World task '{task}'; try one of {', '.join(TASKS)}")
+        unknown = [c for c in cameras if c not in CAMERAS]
+        if unknown:
+            raise ValueError(f"unknown Meta-World camera(s) {unknown}; choose from {', '.join(CAMERAS)}")
         self.name = name
-        self.cameras = cameras
+        self.cameras = tuple(cameras)
         h, w = image_size
         cls = metaworld.env_dict.ALL_V3_ENVIRONMENTS[name]
-        self.env = cls(render_mode="rgb_array", camera_name=CAMERA, width=w, height=h)
+        self.env = cls(render_mode="rgb_array", camera_name=CAMERAS["corner"], width=w, height=h)
         self.env._partially_observable = False
         self.env.__dict__.pop("sawyer_observation_space", None)  # cached with the goal hidden (zero bounds)
         self.env._set_task_called = True
         self.env.max_path_length = max_steps + 1  # we truncate ourselves
-        self.env.model.cam_pos[self.env.model.camera(CAMERA).id] = CAMERA_POS
+        self.env.model.cam_pos[self.env.model.camera(CAMERAS["corner"]).id] = CAMERA_POS
         self.env.model.vis.quality.shadowsize = 0
         self.env.model.vis.quality.offsamples = 0
         self.env.model.light_castshadow[:] = 0
@@ -63,7 +73,7 @@ class MetaWorldEnv(gym.Env):
         self._max_episode_steps = max_steps
         self.observation_space = gym.spaces.Dict(
             {
-                "pixels": gym.spaces.Dict({"corner": gym.spaces.Box(0, 255, (h, w, 3), np.uint8)}),
+                "pixels": gym.spaces.Dict({c: gym.spaces.Box(0, 255, (h, w, 3), np.uint8) for c in self.cameras}),
                 "agent_pos": gym.spaces.Box(-np.inf, np.inf, (4,), np.float32),
             }
         )
@@ -76,7 +86,7 @@ class MetaWorldEnv(gym.Env):
         return self.instruction
 
     def _observation(self) -> dict[str, Any]:
-        pixels = {"corner": self.render()} if self.cameras else {}
+        pixels = {c: self.render_camera(c) for c in self.cameras}
         return {"pixels": pixels, "agent_pos": self.raw_obs[:4].astype(np.float32)}
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
@@ -100,7 +110,14 @@ class MetaWorldEnv(gym.Env):
         return self._observation(), float(reward), success, truncated, {"is_success": success, "task": self.instruction}
 
     def render(self) -> np.ndarray:
-        return np.flip(self.env.render(), (0, 1)).copy()
+        """The corner view (what rollout videos show)."""
+        return self.render_camera("corner")
+
+    def render_camera(self, camera: str) -> np.ndarray:
+        name = CAMERAS[camera]
+        self.env.mujoco_renderer.camera_id = self.env.model.camera(name).id
+        image = self.env.render()
+        return np.flip(image, (0, 1)).copy() if name in FLIPPED else image
 
     def close(self) -> None:
         self.env.close()
