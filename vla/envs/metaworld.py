@@ -63,7 +63,8 @@ class MetaWorldEnv(gym.Env):
         self.env.__dict__.pop("sawyer_observation_space", None)  # cached with the goal hidden (zero bounds)
         self.env._set_task_called = True
         self.env.max_path_length = max_steps + 1  # we truncate ourselves
-        self.env.model.cam_pos[self.env.model.camera(CAMERAS["corner"]).id] = CAMERA_POS
+        self._camera_ids = {c: self.env.model.camera(CAMERAS[c]).id for c in CAMERAS}
+        self.env.model.cam_pos[self._camera_ids["corner"]] = CAMERA_POS
         self.env.model.vis.quality.shadowsize = 0
         self.env.model.vis.quality.offsamples = 0
         self.env.model.light_castshadow[:] = 0
@@ -114,10 +115,9 @@ class MetaWorldEnv(gym.Env):
         return self.render_camera("corner")
 
     def render_camera(self, camera: str) -> np.ndarray:
-        name = CAMERAS[camera]
-        self.env.mujoco_renderer.camera_id = self.env.model.camera(name).id
+        self.env.mujoco_renderer.camera_id = self._camera_ids[camera]
         image = self.env.render()
-        return np.flip(image, (0, 1)).copy() if name in FLIPPED else image
+        return np.flip(image, (0, 1)).copy() if CAMERAS[camera] in FLIPPED else image
 
     def close(self) -> None:
         self.env.close()
