@@ -89,17 +89,23 @@ def build_parser() -> argparse.ArgumentParser:
     rec.add_argument("--out", type=Path, required=True, help="dataset directory")
     rec.add_argument("--resume", action="store_true", help="append to an existing dataset with fresh seeds")
     rec.add_argument("--image-size", default="96x96", help="WxH of each camera")
-    rec.add_argument("--images", action="store_true", help="store frames as images instead of video")
+    frames = rec.add_mutually_exclusive_group()
+    frames.add_argument("--images", action="store_true",
+                        help="store each frame exactly, as a PNG image, what a rollout shows the policy (the default)")
+    frames.add_argument("--video", action="store_true",
+                        help="store H.264 video instead: about 20x smaller, but its colour at half resolution and "
+                             "compression blur small objects (at 96 px it erased Meta-World's goal marker)")
     rec.add_argument("--keep-failed", action="store_true", help="also save episodes where the expert failed")
     rec.add_argument("--seed", type=int, default=0, help="seed of the first episode")
     rec.add_argument("--repo-id", default=None)
     rec.add_argument("--commit-every", type=number(float, low=0), default=30.0, metavar="SECONDS",
                      help="make the dataset loadable this often; a SIGKILL loses what was saved since (0: after "
                           "every episode, slower as the dataset grows)")  # fmt: skip
-    rec.add_argument("--action-noise", type=number(float, low=0), default=0.0, metavar="DEGREES",
-                     help="so101: perturb the arm's executed actions by slowly drifting noise of this standard "
-                          "deviation, recording the expert's own actions, so the demonstrations show recoveries "
-                          "(e.g. 2)")  # fmt: skip
+    rec.add_argument("--action-noise", type=number(float, low=0), default=0.0, metavar="STD",
+                     help="perturb the executed actions by slowly drifting noise of this standard deviation, "
+                          "recording the expert's own actions, so the demonstrations show recoveries (DART); in the "
+                          "env's action units: so101 joint degrees (e.g. 2), metaworld hand units, 1 = 1 cm a step "
+                          "(e.g. 0.1)")  # fmt: skip
 
     ro = sub.add_parser("rollout", help="evaluate a checkpoint (or --policy expert) in sim")
     ro.add_argument("--policy", required=True, help="checkpoint directory (pretrained_model) or 'expert'")
@@ -125,7 +131,7 @@ def run_record(args: argparse.Namespace) -> None:
 
     summary = record(
         args.env, args.episodes, args.out, resume=args.resume, image_size=parse_size(args.image_size),
-        use_videos=not args.images, keep_failed=args.keep_failed, seed=args.seed, repo_id=args.repo_id,
+        use_videos=args.video, keep_failed=args.keep_failed, seed=args.seed, repo_id=args.repo_id,
         commit_every=args.commit_every, action_noise=args.action_noise,
     )  # fmt: skip
     if summary.rolled_back:

@@ -109,6 +109,38 @@ def test_record_and_roll_out_several_tasks(tmp_path: Path) -> None:
     assert (tmp_path / "roll" / "metaworld_reach" / "results.json").is_file()
 
 
+def test_recording_with_hand_noise_moves_the_hand_off_the_experts_path_and_records_its_actions(tmp_path: Path) -> None:
+    """DART on Meta-World: the hand is sent the expert's action plus drifting noise in hand units; each frame keeps
+    the expert's action for the state the noisy path led to."""
+    from lerobot.datasets import LeRobotDataset
+
+    from vla.envs.collect import ActionNoise, record
+
+    out = tmp_path / "reach"
+    summary = record("metaworld/reach", 1, out, image_size=(16, 16), use_videos=False, progress=False,
+                     action_noise=0.1)  # fmt: skip
+    assert summary.saved == 1
+    ds = LeRobotDataset("local/metaworld_reach", root=out)
+    env = MetaWorldEnv("reach", image_size=(16, 16))
+    expert = MetaWorldExpert(env)
+    obs, _ = env.reset(seed=summary.attempted - 1)
+    noise = ActionNoise(4, 0.1, seed=summary.attempted - 1)
+    clean = MetaWorldEnv("reach", image_size=(16, 16), cameras=())
+    clean.reset(seed=summary.attempted - 1)
+    drift = []
+    for index in range(ds.meta.episodes[0]["length"]):
+        item = ds[index]
+        np.testing.assert_array_equal(item["observation.state"].numpy(), obs["agent_pos"])
+        stored = (item["observation.images.corner"].numpy() * 255).round().astype(np.uint8)
+        np.testing.assert_array_equal(stored, obs["pixels"]["corner"].transpose(2, 0, 1))  # lossless frames
+        action = expert.act()
+        np.testing.assert_array_equal(item["action"].numpy(), action)
+        obs, *_ = env.step(noise(action))
+        clean.step(action)  # the same actions without noise
+        drift.append(np.linalg.norm(env.raw_obs[:3] - clean.raw_obs[:3]))
+    assert max(drift) > 0.005  # the hand left the clean path by more than 5 mm somewhere
+
+
 def test_record_refuses_envs_whose_features_differ(tmp_path: Path) -> None:
     from vla.envs.collect import record
 
@@ -116,7 +148,7 @@ def test_record_refuses_envs_whose_features_differ(tmp_path: Path) -> None:
         record(["metaworld/reach", "so101/reach"], 1, tmp_path / "mixed", image_size=(32, 32), progress=False)
     with pytest.raises(ValueError, match="listed twice"):
         record("metaworld/reach,metaworld/reach", 1, tmp_path / "twice", progress=False)
-    with pytest.raises(ValueError, match="action noise is in joint degrees, for so101 envs; metaworld/reach"):
+    with pytest.raises(ValueError, match=r"action noise 2.0 is in hand-motion units .* for metaworld/reach.* below 1"):
         record("metaworld/reach", 1, tmp_path / "noisy", progress=False, action_noise=2.0)
     assert not (tmp_path / "mixed" / "meta").exists() and not (tmp_path / "noisy" / "meta").exists()
 

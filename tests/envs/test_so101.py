@@ -177,7 +177,7 @@ def test_recorded_dataset_matches_env(tmp_path: Path) -> None:
     from vla.envs.registry import make_so101
 
     out = tmp_path / "reach"
-    summary = record("so101/reach", 2, out, image_size=(32, 32), use_videos=False, progress=False)
+    summary = record("so101/reach", 2, out, image_size=(32, 32), progress=False)  # frames stored exactly by default
     assert summary.saved == 2 and summary.successes == summary.attempted
     ds = LeRobotDataset("local/so101_reach", root=out)
     assert ds.meta.total_episodes == 2 and ds.meta.fps == 30
@@ -209,7 +209,7 @@ def test_record_resume_and_interrupt(tmp_path: Path, monkeypatch: pytest.MonkeyP
     from vla.envs.collect import record
 
     out = tmp_path / "pick"
-    record("so101/pick", 2, out, image_size=(32, 32), progress=False)
+    record("so101/pick", 2, out, image_size=(32, 32), use_videos=True, progress=False)
     calls = {"n": 0}
     act = experts.ScriptedExpert.act
 
@@ -221,13 +221,15 @@ def test_record_resume_and_interrupt(tmp_path: Path, monkeypatch: pytest.MonkeyP
 
     monkeypatch.setattr(experts.ScriptedExpert, "act", act_then_interrupt)
     with pytest.raises(KeyboardInterrupt):
-        record("so101/pick", 5, out, resume=True, image_size=(32, 32), progress=False)
+        record("so101/pick", 5, out, resume=True, image_size=(32, 32), use_videos=True, progress=False)
     ds = LeRobotDataset("local/so101_pick", root=out)
     assert ds.meta.total_episodes == 3  # two from the first run, one appended before the interrupt
     assert len(ds) == ds.meta.total_frames and ds[len(ds) - 1]["episode_index"].item() == 2
     assert json.loads((out / "meta/vla_record.json").read_text())["next_seed"] == 3
     with pytest.raises(FileExistsError, match="--resume"):
         record("so101/pick", 1, out, progress=False)
+    with pytest.raises(ValueError, match=r"stored as video on disk, image requested .* --video appends"):
+        record("so101/pick", 1, out, resume=True, image_size=(32, 32), progress=False)  # images, the default
 
 
 def test_record_survives_sigkill_mid_episode_and_resumes(tmp_path: Path) -> None:
@@ -241,7 +243,7 @@ def test_record_survives_sigkill_mid_episode_and_resumes(tmp_path: Path) -> None
     out = tmp_path / "reach"
     vla = str(Path(sys.executable).with_name("vla"))
     cmd = [vla, "record", "--env", "so101/reach", "--episodes", "100", "--out", str(out), "--image-size", "32x32",
-           "--commit-every", "0"]
+           "--commit-every", "0", "--video"]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     state = out / "meta/vla_record.json"
     deadline = time.monotonic() + 240

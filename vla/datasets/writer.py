@@ -106,6 +106,9 @@ class EpisodeWriter:
                 problems.append(f"feature '{key}' missing on disk")
             elif tuple(have.features[key]["shape"]) != tuple(ft["shape"]):
                 problems.append(f"'{key}' has shape {tuple(have.features[key]['shape'])} on disk, {ft['shape']} now")
+            elif {have.features[key]["dtype"], ft["dtype"]} == {"image", "video"}:
+                problems.append(f"'{key}' is stored as {have.features[key]['dtype']} on disk, {ft['dtype']} "
+                                "requested (vla record: --video appends to a video dataset, --images to an image one)")
         if problems:
             raise ValueError(f"cannot append to {self.root}: " + "; ".join(problems))
 

@@ -8,15 +8,20 @@ recomputed exactly over all episodes (`vla.datasets.stats`). The dataset is comm
 rolls it back to that commit (`vla.datasets.writer`; their seeds are not reused). Rollouts (`vla.envs.rollout`)
 use seeds from `EVAL_SEED` up, disjoint from these.
 
+Frames are stored exactly (PNG images in the parquet data), as the env rendered them and as a rollout shows them to
+the policy. `use_videos` stores H.264 video (LeRobot's `yuv420p`, CRF 30) instead, about 20x smaller but lossy: at
+96 px its half-resolution colour erased Meta-World's 2-3 pixel goal marker and blurred the cubes' edges.
+
 Several envs (a multi-task dataset, e.g. six Meta-World tasks) record into one dataset when their features agree:
 `episodes` successful episodes each, taken in turns (one attempt per env per round), so a recording stopped early
 holds about as many of each. Attempts draw seeds from one counter, in order.
 
-`action_noise` (degrees, SO-101 envs) perturbs what the arm is sent, not what is recorded: the executed action is
-the expert's plus slowly varying noise on each arm joint (`ActionNoise`), while each frame's action stays the
-expert's. The arm then drifts off the expert's path and the expert's next actions bring it back (and, when a
-release misses, the expert plans again), so the demonstrations show corrections from the states a policy's own
-small errors lead to (DART: Laskey et al., 2017).
+`action_noise` (in the env's action units: joint degrees on the SO-101, hand-motion units on Meta-World, where 1 is
+1 cm a step) perturbs what the arm is sent, not what is recorded: the executed action is the expert's plus slowly
+varying noise on each arm joint or hand axis (`ActionNoise`), while each frame's action stays the expert's. The
+arm then drifts off the expert's path and the expert's next actions bring it back (and, when a release misses, the
+expert plans again), so the demonstrations show corrections from the states a policy's own small errors lead to
+(DART: Laskey et al., 2017).
 """
 
 from __future__ import annotations
@@ -63,14 +68,14 @@ def env_names(spec: str | Sequence[str]) -> list[str]:
 
 
 def _check_noise(action_noise: float, names: list[str], envs: list[Any]) -> None:
-    from vla.envs.so101 import SO101Env
-
+    """Noise is in each env's action units: joint degrees on the SO-101, hand-motion units on Meta-World, where an
+    action in [-1, 1] moves the hand up to 1 cm a step, so noise of `noise_limit` (1) or more would swamp the expert."""
     if action_noise < 0:
-        raise ValueError(f"action noise must be >= 0 degrees, not {action_noise}")
-    other = [name for name, env in zip(names, envs, strict=True) if not isinstance(env, SO101Env)]
-    if action_noise > 0 and other:
-        raise ValueError(f"action noise is in joint degrees, for so101 envs; {', '.join(other)} take(s) other actions:"
-                         " record them without --action-noise")  # fmt: skip
+        raise ValueError(f"action noise must be >= 0, not {action_noise}")
+    for name, env in zip(names, envs, strict=True):
+        if action_noise >= getattr(env, "noise_limit", np.inf):
+            raise ValueError(f"action noise {action_noise} is in {env.noise_unit} for {name}, whose actions lie "
+                             f"in [-1, 1]: it must be below {env.noise_limit} (0.1 keeps its expert succeeding)")
 
 
 def _same_features(names: list[str], envs: list[Any]) -> dict[str, dict]:
@@ -92,7 +97,7 @@ def record(
     out: str | Path,
     resume: bool = False,
     image_size: tuple[int, int] = (96, 96),
-    use_videos: bool = True,
+    use_videos: bool = False,
     keep_failed: bool = False,
     seed: int = 0,
     repo_id: str | None = None,

@@ -40,6 +40,8 @@ class MetaWorldEnv(gym.Env):
     """A Meta-World v3 task with our observation conventions (`pixels`, `agent_pos`, `task_description`)."""
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": 80}  # noqa: RUF012  (gymnasium's convention)
+    noise_unit = "hand-motion units (1 = 1 cm a step)"  # of `vla record --action-noise`; actions lie in [-1, 1]
+    noise_limit = 1.0
     robot_type = "sawyer"
     feature_names: tuple[str, ...] = ("x", "y", "z", "gripper")
     action_names: tuple[str, ...] = ("dx", "dy", "dz", "grip")
