@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from vla.model import PRESETS
-from vla.model.conv_vision import ConvVision, SpatialSoftmax, random_shift, stage_channels
+from vla.model.conv_vision import ConvVision, random_shift, stage_channels
 
 CPU = PRESETS["cpu"]
 TINY_CONV = PRESETS["tiny"].replace(vision=dataclasses.replace(PRESETS["tiny"].vision, kind="conv"), freeze_vlm=False)
@@ -44,43 +44,6 @@ def test_a_conv_policy_trains_every_vision_weight() -> None:
                        torch.zeros(2, TINY_CONV.chunk_size, dtype=torch.bool)).backward()
     for name, p in [*model.backbone.vision.named_parameters(), *model.backbone.connector.named_parameters()]:
         assert p.grad is not None and p.grad.abs().sum() > 0, name
-
-
-def test_spatial_softmax_finds_a_peak_to_a_fraction_of_a_cell() -> None:
-    soft = SpatialSoftmax(1, 1)
-    with torch.no_grad():
-        soft.maps.weight.fill_(1.0)
-        soft.maps.bias.zero_()
-        soft.log_temperature.fill_(-5.0)  # sharp
-    grid = torch.linspace(-1, 1, 24)
-    one = torch.zeros(1, 1, 24, 24)
-    one[0, 0, 5, 17] = 1.0
-    torch.testing.assert_close(soft(one), torch.stack([grid[17], grid[5]])[None], atol=1e-3, rtol=0)
-    two = torch.zeros(1, 1, 24, 24)
-    two[0, 0, 5, 17:19] = 1.0  # a peak across two cells: its middle, between cell centres
-    torch.testing.assert_close(soft(two), torch.stack([(grid[17] + grid[18]) / 2, grid[5]])[None], atol=1e-3, rtol=0)
-
-
-def test_keypoints_add_one_token_that_moves_with_the_image_and_trains() -> None:
-    torch.manual_seed(0)
-    cfg = CPU.replace(vision=dataclasses.replace(CPU.vision, keypoints=8))
-    assert cfg.tokens_per_image == CPU.tokens_per_image + 1 == 37
-    vision = ConvVision(cfg.vision, cfg.text.hidden_size)
-    image = torch.full((1, 3, 96, 96), -1.0)
-    image[..., 10:13, 20:23] = 1.0  # a 3 px dot
-    moved = torch.roll(image, shifts=(2, 2), dims=(2, 3))  # by less than a 16 px grid cell
-    a, b = vision(image), vision(moved)
-    assert a.shape == (1, 37, 128)
-    assert (a[0, -1] - b[0, -1]).abs().max() > 1e-3  # the keypoint token sees the move
-    model = cfg.replace(freeze_vlm=False).create().train()
-    obs = cfg.fake_obs(2, num_cameras=2, state_dim=4)
-    chunk = cfg.chunk_size
-    model.compute_loss(obs, torch.randn(2, chunk, 4), torch.zeros(2, chunk, dtype=torch.bool)).backward()
-    for name, p in model.backbone.vision.named_parameters():
-        if name.startswith("keypoint"):
-            assert p.grad is not None and p.grad.abs().sum() > 0, name
-    with pytest.raises(ValueError, match="only the conv tokenizer"):
-        PRESETS["tiny"].replace(vision=dataclasses.replace(PRESETS["tiny"].vision, keypoints=4)).validate()
 
 
 def test_random_shift_moves_each_image_by_its_own_offset_within_the_pad() -> None:

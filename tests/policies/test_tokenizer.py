@@ -86,9 +86,7 @@ def test_preset_values_stand_unless_a_flag_overrides_them() -> None:
     small = VLAConfig(preset="small")
     assert (small.chunk_size, small.num_steps, small.max_action_dim, small.tokenizer_max_length) == (50, 10, 32, 48)
     cpu = VLAConfig(preset="cpu")
-    assert (cpu.vision, cpu.augment_shift, cpu.chunk_size, cpu.vision_keypoints) == ("conv", 4, 16, 0)
-    keypoints = VLAConfig(preset="cpu", vision_keypoints=16).model_config()
-    assert keypoints.vision.keypoints == 16 and keypoints.tokens_per_image == 37
+    assert (cpu.vision, cpu.augment_shift, cpu.chunk_size) == ("conv", 4, 16)
     custom = VLAConfig(preset="tiny", chunk_size=6, n_action_steps=3, vision="conv", augment_shift=2)
     model = custom.model_config()
     assert (model.chunk_size, model.vision.kind, model.augment_shift) == (6, "conv", 2)

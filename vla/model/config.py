@@ -26,8 +26,7 @@ VISION_KINDS = ("siglip", "conv")
 class VisionConfig:
     """`kind` "siglip": a SigLIP-shaped ViT (the SmolVLM tower; pretrained weights load into it). "conv": the
     convolutional tokenizer of `vla.model.conv_vision` for training from scratch (`hidden_size` its last
-    stage's channels, `num_layers` residual blocks per stage, `patch_size` its total stride; `keypoints` > 0 adds
-    one token per image holding where that many learned features peak, from a spatial softmax)."""
+    stage's channels, `num_layers` residual blocks per stage, `patch_size` its total stride)."""
 
     hidden_size: int
     num_layers: int
@@ -36,7 +35,6 @@ class VisionConfig:
     image_size: int
     patch_size: int
     kind: str = "siglip"
-    keypoints: int = 0
 
 
 @dataclass(frozen=True)
@@ -99,9 +97,7 @@ class VLAModelConfig:
     @property
     def tokens_per_image(self) -> int:
         side = self.vision.image_size // self.vision.patch_size
-        if self.vision.kind == "conv":
-            return side**2 + (self.vision.keypoints > 0)
-        return (side // self.scale_factor) ** 2
+        return side**2 if self.vision.kind == "conv" else (side // self.scale_factor) ** 2
 
     def is_self_attn_layer(self, layer: int) -> bool:
         return layer % self.self_attn_every_n_layers == 0
@@ -119,8 +115,6 @@ class VLAModelConfig:
                 f"image_size {self.vision.image_size} must be a multiple of patch_size {self.vision.patch_size} "
                 f"times scale_factor {self.scale_factor}"
             )
-        if self.vision.keypoints < 0 or (self.vision.keypoints and self.vision.kind != "conv"):
-            raise ValueError(f"keypoints={self.vision.keypoints}: a count >= 0, and only the conv tokenizer has them")
         if self.augment_shift < 0:
             raise ValueError(f"augment_shift={self.augment_shift} must be >= 0")
         if self.flow_samples < 1:

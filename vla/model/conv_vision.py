@@ -7,11 +7,6 @@ residual block) until the grid has `image_size / patch_size` cells a side. Each 
 linear map to the text width plus a learned embedding of its grid position (`TokenProjector`, the connector's
 place), so the VLM's layers see where a feature is, not only what it is.
 
-With `keypoints` K > 0 a spatial softmax (Levine et al., 2016; the head of robomimic's and Diffusion Policy's
-ResNets) reads the stride-4 feature map: K learned 1x1 maps, each turned into a distribution over the grid whose
-mean is a point in [-1, 1]^2; the 2K coordinates become one more image token. A grid token says what is in its
-16x16 pixels; this token says where, to a fraction of a cell, which a goal marker of 2-3 pixels needs.
-
 The instruction conditions the features (FiLM, as RT-1's image tokenizer does): the mean of the instruction's
 token embeddings gives every normalisation layer a per-channel scale and shift, so "red" can make the stem
 respond to red things before any attention runs. From scratch, attention alone learns such binding slowly: on
@@ -79,27 +74,9 @@ def stage_channels(v: VisionConfig) -> list[int]:
     return [max(8, v.hidden_size >> (stages - i)) for i in range(stages + 1)]
 
 
-class SpatialSoftmax(nn.Module):
-    """(N, C, H, W) features -> (N, 2K): for each of K learned maps, the softmax-weighted mean of the cells' (x, y)
-    coordinates in [-1, 1], under a learned temperature."""
-
-    def __init__(self, channels: int, keypoints: int) -> None:
-        super().__init__()
-        self.maps = nn.Conv2d(channels, keypoints, 1)
-        self.log_temperature = nn.Parameter(torch.zeros(()))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        _n, _c, h, w = x.shape
-        weights = (self.maps(x).flatten(2) / self.log_temperature.exp()).softmax(dim=-1)  # (N, K, H*W)
-        ys, xs = torch.meshgrid(torch.linspace(-1, 1, h, device=x.device, dtype=x.dtype),
-                                torch.linspace(-1, 1, w, device=x.device, dtype=x.dtype), indexing="ij")  # fmt: skip
-        points = weights @ torch.stack([xs.flatten(), ys.flatten()], dim=-1)  # (N, K, 2)
-        return points.flatten(1)
-
-
 class ConvVision(nn.Module):
     """(N, 3, S, S) pixels in [-1, 1] and an optional instruction vector (N, text width) -> (N, (S / patch_size)**2,
-    hidden_size) features, row-major grid, then the keypoint token when `keypoints` > 0."""
+    hidden_size) features, row-major grid."""
 
     def __init__(self, v: VisionConfig, text_width: int) -> None:
         super().__init__()
@@ -112,8 +89,6 @@ class ConvVision(nn.Module):
         # one (scale, shift) pair per FiLM site: the patchify layer, each down-sampling layer, each residual block
         self.film_sizes = [2 * channels[0]] + [2 * c for c in channels[1:] for _ in range(1 + v.num_layers)]
         self.film = nn.Linear(text_width, sum(self.film_sizes))
-        self.keypoints = SpatialSoftmax(channels[0], v.keypoints) if v.keypoints else None
-        self.keypoint_token = nn.Linear(2 * v.keypoints, channels[-1]) if v.keypoints else None
         nn.init.zeros_(self.film.weight)
         nn.init.zeros_(self.film.bias)
 
@@ -124,15 +99,11 @@ class ConvVision(nn.Module):
             return next(sites) if sites is not None else None
 
         x = self.patchify(pixels, site())
-        points = self.keypoints(x) if self.keypoints is not None else None
         for down, blocks in zip(self.downs, self.blocks, strict=True):
             x = down(x, site())
             for block in blocks.children():
                 x = block(x, site())
-        tokens = x.flatten(2).transpose(1, 2)
-        if points is None or self.keypoint_token is None:
-            return tokens
-        return torch.cat([tokens, self.keypoint_token(points)[:, None]], dim=1)
+        return x.flatten(2).transpose(1, 2)
 
 
 class TokenProjector(nn.Module):

@@ -65,8 +65,6 @@ class VLAConfig(PreTrainedConfig):
     # "siglip" (the SmolVLM-shaped ViT) or "conv" (a convolutional tokenizer that learns from scratch on small
     # data, `vla.model.conv_vision`); None: the preset's.
     vision: str | None = None
-    # conv tokenizer: this many spatial-softmax keypoints, read into one more token per image; None: the preset's
-    vision_keypoints: int | None = None
     augment_shift: int | None = None  # random image shift in training, pixels; None: the preset's
     flow_samples: int | None = None  # noise draws per observation in training (sharing its prefix); None: preset's
     # "vlm" (the VLM's own; with vlm_path), "words" (a vocabulary of the training dataset's instructions), "bytes".
@@ -120,8 +118,6 @@ class VLAConfig(PreTrainedConfig):
                 setattr(self, name, getattr(preset, name))
         if self.vision is None:
             self.vision = preset.vision.kind
-        if self.vision_keypoints is None:
-            self.vision_keypoints = preset.vision.keypoints
         if self.n_action_steps is None:
             self.n_action_steps = self.chunk_size
         if self.vision not in VISION_KINDS:
@@ -178,8 +174,6 @@ class VLAConfig(PreTrainedConfig):
             cfg = cfg.replace(num_vlm_layers=self.num_vlm_layers)
         if self.vision is not None and self.vision != cfg.vision.kind:
             cfg = cfg.replace(vision=dataclasses.replace(cfg.vision, kind=self.vision))
-        if self.vision_keypoints is not None and self.vision_keypoints != cfg.vision.keypoints:
-            cfg = cfg.replace(vision=dataclasses.replace(cfg.vision, keypoints=self.vision_keypoints))
         if self.tokenizer_kind == "words":
             vocab_size = WordTokenizer(self.vocabulary or []).vocab_size
             cfg = cfg.replace(text=dataclasses.replace(cfg.text, vocab_size=vocab_size))
