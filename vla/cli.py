@@ -91,10 +91,10 @@ def build_parser() -> argparse.ArgumentParser:
     rec.add_argument("--image-size", default="96x96", help="WxH of each camera")
     frames = rec.add_mutually_exclusive_group()
     frames.add_argument("--images", action="store_true",
-                        help="store each frame exactly, as a PNG image, what a rollout shows the policy (the default)")
+                        help="store each frame exactly, as a PNG image: what a rollout shows the policy, ~20x larger")
     frames.add_argument("--video", action="store_true",
-                        help="store H.264 video instead: about 20x smaller, but its colour at half resolution and "
-                             "compression blur small objects (at 96 px it erased Meta-World's goal marker)")
+                        help="store H.264 video (the default): its colour at half resolution and compression blur "
+                             "small objects (at 96 px it erased Meta-World's goal marker)")
     rec.add_argument("--keep-failed", action="store_true", help="also save episodes where the expert failed")
     rec.add_argument("--seed", type=int, default=0, help="seed of the first episode")
     rec.add_argument("--repo-id", default=None)
@@ -131,7 +131,7 @@ def run_record(args: argparse.Namespace) -> None:
 
     summary = record(
         args.env, args.episodes, args.out, resume=args.resume, image_size=parse_size(args.image_size),
-        use_videos=args.video, keep_failed=args.keep_failed, seed=args.seed, repo_id=args.repo_id,
+        use_videos=not args.images, keep_failed=args.keep_failed, seed=args.seed, repo_id=args.repo_id,
         commit_every=args.commit_every, action_noise=args.action_noise,
     )  # fmt: skip
     if summary.rolled_back:

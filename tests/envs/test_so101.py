@@ -177,7 +177,7 @@ def test_recorded_dataset_matches_env(tmp_path: Path) -> None:
     from vla.envs.registry import make_so101
 
     out = tmp_path / "reach"
-    summary = record("so101/reach", 2, out, image_size=(32, 32), progress=False)  # frames stored exactly by default
+    summary = record("so101/reach", 2, out, image_size=(32, 32), use_videos=False, progress=False)
     assert summary.saved == 2 and summary.successes == summary.attempted
     ds = LeRobotDataset("local/so101_reach", root=out)
     assert ds.meta.total_episodes == 2 and ds.meta.fps == 30
@@ -229,7 +229,7 @@ def test_record_resume_and_interrupt(tmp_path: Path, monkeypatch: pytest.MonkeyP
     with pytest.raises(FileExistsError, match="--resume"):
         record("so101/pick", 1, out, progress=False)
     with pytest.raises(ValueError, match=r"stored as video on disk, image requested .* --video appends"):
-        record("so101/pick", 1, out, resume=True, image_size=(32, 32), progress=False)  # images, the default
+        record("so101/pick", 1, out, resume=True, image_size=(32, 32), use_videos=False, progress=False)
 
 
 def test_record_survives_sigkill_mid_episode_and_resumes(tmp_path: Path) -> None:

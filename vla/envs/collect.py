@@ -8,9 +8,10 @@ recomputed exactly over all episodes (`vla.datasets.stats`). The dataset is comm
 rolls it back to that commit (`vla.datasets.writer`; their seeds are not reused). Rollouts (`vla.envs.rollout`)
 use seeds from `EVAL_SEED` up, disjoint from these.
 
-Frames are stored exactly (PNG images in the parquet data), as the env rendered them and as a rollout shows them to
-the policy. `use_videos` stores H.264 video (LeRobot's `yuv420p`, CRF 30) instead, about 20x smaller but lossy: at
-96 px its half-resolution colour erased Meta-World's 2-3 pixel goal marker and blurred the cubes' edges.
+Frames are stored as H.264 video (LeRobot's `yuv420p`, CRF 30), or with `use_videos=False` exactly, as PNG images
+in the parquet data (about 20x larger). Video is lossy: at 96 px its half-resolution colour erased Meta-World's 2-3
+pixel goal marker. Exact frames are not the default because no policy has yet done better for them: `make demo`
+recorded that way got 70/100 against 81-84/100 from video (docs/learning.md).
 
 Several envs (a multi-task dataset, e.g. six Meta-World tasks) record into one dataset when their features agree:
 `episodes` successful episodes each, taken in turns (one attempt per env per round), so a recording stopped early
@@ -97,7 +98,7 @@ def record(
     out: str | Path,
     resume: bool = False,
     image_size: tuple[int, int] = (96, 96),
-    use_videos: bool = False,
+    use_videos: bool = True,
     keep_failed: bool = False,
     seed: int = 0,
     repo_id: str | None = None,
