@@ -36,6 +36,23 @@ def test_metaworld_task_seeds_and_expert(task: str) -> None:
     env.close()
 
 
+@pytest.mark.parametrize("task", ["reach", "push", "pick-place"])
+def test_first_frame_shows_the_goal_marker_where_the_goal_is(task: str) -> None:
+    """Meta-World moves the goal marker on reset without updating the rendered world positions; the first frame
+    must not show it at another episode's goal (found at 96 px: the marker sat elsewhere until the first step)."""
+    from vla.sim.gl import mujoco
+
+    env = MetaWorldEnv(task, image_size=(48, 48), cameras=("corner",))
+    for seed in (0, 1):
+        obs, _ = env.reset(seed=seed)
+        data = env.env.data
+        np.testing.assert_allclose(data.site("goal").xpos, env.raw_obs[36:39], atol=1e-6)
+        first = obs["pixels"]["corner"]
+        mujoco.mj_forward(env.env.model, data)
+        np.testing.assert_array_equal(env.render_camera("corner"), first)
+    env.close()
+
+
 def test_record_metaworld(tmp_path: Path) -> None:
     from lerobot.datasets import LeRobotDataset
 

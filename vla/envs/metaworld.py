@@ -22,7 +22,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from vla.sim.gl import mujoco  # noqa: F401  (picks the offscreen OpenGL backend before Meta-World imports MuJoCo)
+from vla.sim.gl import mujoco  # (picks the offscreen OpenGL backend before Meta-World imports MuJoCo)
 
 TASKS = ("reach", "push", "pick-place", "button-press-topdown", "drawer-open", "door-open")
 CAMERAS = {"corner": "corner2", "gripper": "behindGripper"}  # our name -> Meta-World's
@@ -99,6 +99,9 @@ class MetaWorldEnv(gym.Env):
         self.env._freeze_rand_vec = False
         self.env.seeded_rand_vec = True
         self.raw_obs, _ = self.env.reset()
+        # Meta-World moves the goal marker (a site) to the new goal but leaves the rendered world positions from
+        # before: without this the first frame shows the marker somewhere else (another draw), until the first step.
+        mujoco.mj_forward(self.env.model, self.env.data)
         self.steps = 0
         return self._observation(), {"is_success": False, "task": self.instruction}
 
