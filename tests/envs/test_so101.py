@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
@@ -228,8 +229,26 @@ def test_record_resume_and_interrupt(tmp_path: Path, monkeypatch: pytest.MonkeyP
     assert json.loads((out / "meta/vla_record.json").read_text())["next_seed"] == 3
     with pytest.raises(FileExistsError, match="--resume"):
         record("so101/pick", 1, out, progress=False)
+    import vla.envs.collect as collect
+
+    closed: list[str] = []
+    real_make_env = collect.make_env
+
+    def make_env_noting_close(name: str, **kwargs: Any) -> Any:
+        env = real_make_env(name, **kwargs)
+        real_close = env.close
+
+        def close() -> None:
+            closed.append(name)
+            real_close()
+
+        env.close = close
+        return env
+
+    monkeypatch.setattr(collect, "make_env", make_env_noting_close)
     with pytest.raises(ValueError, match=r"stored as video on disk, image requested .* --video appends"):
         record("so101/pick", 1, out, resume=True, image_size=(32, 32), use_videos=False, progress=False)
+    assert closed == ["so101/pick"]  # the refused resume still closes the env it built
 
 
 def test_record_survives_sigkill_mid_episode_and_resumes(tmp_path: Path) -> None:

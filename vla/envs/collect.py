@@ -27,6 +27,7 @@ expert plans again), so the demonstrations show corrections from the states a po
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from collections.abc import Sequence
@@ -118,26 +119,25 @@ def record(
         if state.get("env") != label:
             raise ValueError(f"{out} was recorded from {state.get('env')}, not {label}; use another --out")
         next_seed = int(state["next_seed"])
-    envs: list[Any] = []
-    try:
-        envs += [make_env(name, image_size=image_size) for name in names]
-        features = _same_features(names, envs)
-        experts = [make_expert(env) for env in envs]
-        _check_noise(action_noise, names, envs)
-    except BaseException:
-        for env in envs:
-            env.close()
-        raise
     default_id = names[0].replace("/", "_") if len(names) == 1 else f"{names[0].partition('/')[0]}_{len(names)}tasks"
     repo_id = repo_id or f"local/{default_id}"
     start = time.perf_counter()
     counts = {name: {"saved": 0, "attempted": 0, "successes": 0} for name in names}
     frames = 0
-    with sigterm_as_interrupt(), EpisodeWriter(
-        out, repo_id, fps=int(envs[0].metadata["render_fps"]), features=features,
-        robot_type=getattr(envs[0], "robot_type", None), resume=resume, use_videos=use_videos,
-        commit_every=commit_every,
-    ) as writer:  # fmt: skip
+    with contextlib.ExitStack() as owned:  # closes the writer, then the envs, however recording ends
+        envs: list[Any] = []
+        for name in names:
+            envs.append(make_env(name, image_size=image_size))
+            owned.callback(envs[-1].close)
+        features = _same_features(names, envs)
+        experts = [make_expert(env) for env in envs]
+        _check_noise(action_noise, names, envs)
+        owned.enter_context(sigterm_as_interrupt())
+        writer = owned.enter_context(EpisodeWriter(
+            out, repo_id, fps=int(envs[0].metadata["render_fps"]), features=features,
+            robot_type=getattr(envs[0], "robot_type", None), resume=resume, use_videos=use_videos,
+            commit_every=commit_every,
+        ))  # fmt: skip
         rolled_back = writer.rolled_back
         bar = tqdm(total=episodes * len(names), desc=f"recording {label}", unit="ep", disable=not progress)
         try:
@@ -161,8 +161,6 @@ def record(
                     bar.set_postfix(expert_success="{}/{}".format(*_totals(counts, "successes", "attempted")))
         finally:
             bar.close()
-            for env in envs:
-                env.close()
     saved, attempted, successes = _totals(counts, "saved", "attempted", "successes")
     if saved or resume:
         # LeRobot 0.4.4 averages per-episode quantiles and image deviations; recompute them over all the data
