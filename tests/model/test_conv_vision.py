@@ -70,6 +70,30 @@ def test_shift_applies_in_training_only() -> None:
         assert not torch.equal(model.embed_cameras(obs.images), model.embed_cameras(obs.images))
 
 
+def test_state_noise_applies_in_training_only_and_to_the_state_only() -> None:
+    """`state_noise` adds Gaussian noise of that deviation to the normalised state while training; evaluation and
+    the zero padding up to `max_state_dim` see the clean values. The policy flag reaches the model."""
+    from vla.policies.configuration_vla import VLAConfig
+
+    torch.manual_seed(0)
+    cfg = TINY_CONV.replace(state_noise=0.5)
+    model = cfg.create()
+    obs = cfg.fake_obs(256, state_dim=4)
+    seen: list[torch.Tensor] = []
+    model.state_proj.register_forward_hook(lambda _m, args, _out: seen.append(args[0].detach().clone()))
+    with torch.no_grad():
+        model.eval().embed_prefix(obs)
+        model.train().embed_prefix(obs)
+    clean, noisy = seen
+    torch.testing.assert_close(clean[..., :4], obs.state)
+    assert 0.45 < (noisy[..., :4] - obs.state).std().item() < 0.55
+    assert torch.equal(noisy[..., 4:], clean[..., 4:]) and not clean[..., 4:].any()
+    with pytest.raises(ValueError, match="state_noise"):
+        cfg.replace(state_noise=-0.1).validate()
+    assert VLAConfig(preset="cpu", state_noise=0.3).model_config().state_noise == 0.3
+    assert VLAConfig(preset="cpu").model_config().state_noise == 0.0
+
+
 def test_pretrained_weights_need_the_siglip_tower(tmp_path: object) -> None:
     from vla.model.backbone import Backbone
 

@@ -77,6 +77,10 @@ class VLAModelConfig:
     freeze_vlm: bool = True  # vision tower, connector and text layers; the expert and projections always train
     rtc_max_delay: int = 0  # training-time real-time chunking: up to this many leading actions given clean
     augment_shift: int = 0  # training: shift each camera image by up to this many pixels (at the model's input size)
+    # training: Gaussian noise of this standard deviation on the normalised state. With every episode starting from
+    # the same pose, the hand's first few centimetres of travel tell a policy where the goal is, so it can learn to
+    # continue its own path instead of looking; noise hides that path and leaves the images to say it.
+    state_noise: float = 0.0
     # training: noise and flow-time draws per observation; the prefix (cameras, words, state: most of a step's
     # compute) is computed once and shared by its draws, so the expert sees more targets for little more compute
     flow_samples: int = 1
@@ -117,6 +121,8 @@ class VLAModelConfig:
             )
         if self.augment_shift < 0:
             raise ValueError(f"augment_shift={self.augment_shift} must be >= 0")
+        if self.state_noise < 0:
+            raise ValueError(f"state_noise={self.state_noise} must be >= 0")
         if self.flow_samples < 1:
             raise ValueError(f"flow_samples={self.flow_samples} must be >= 1")
         if not 0 <= self.rtc_max_delay < self.chunk_size:

@@ -132,7 +132,10 @@ class VLAModel(nn.Module):
         image_valid = obs.image_masks.repeat_interleave(per_image, dim=1)
         context = torch.cat([images, language.to(images.dtype)], dim=1)
         valid = torch.cat([image_valid, obs.token_mask], dim=1)
-        state = pad_last_dim(obs.state, self.cfg.max_state_dim, "state")
+        state = obs.state
+        if self.training and self.cfg.state_noise:
+            state = state + self.cfg.state_noise * torch.randn_like(state)
+        state = pad_last_dim(state, self.cfg.max_state_dim, "state")
         return context, valid, self.state_proj(state)[:, None]
 
     def instruction_vector(self, language: torch.Tensor, mask: torch.Tensor) -> torch.Tensor | None:

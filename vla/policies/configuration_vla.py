@@ -22,7 +22,7 @@ from vla.policies.tokenizer import TOKENIZERS, WordTokenizer, build_vocabulary, 
 
 DTYPES = ("float32", "bfloat16", "int8")
 PRESET_FIELDS = ("chunk_size", "num_steps", "max_state_dim", "max_action_dim", "tokenizer_max_length",
-                 "augment_shift", "flow_samples")
+                 "augment_shift", "flow_samples", "state_noise")
 RTC_MODES = ("guidance", "training", "off")
 
 
@@ -66,6 +66,7 @@ class VLAConfig(PreTrainedConfig):
     # data, `vla.model.conv_vision`); None: the preset's.
     vision: str | None = None
     augment_shift: int | None = None  # random image shift in training, pixels; None: the preset's
+    state_noise: float | None = None  # Gaussian noise on the normalised state in training (std); None: the preset's
     flow_samples: int | None = None  # noise draws per observation in training (sharing its prefix); None: preset's
     # "vlm" (the VLM's own; with vlm_path), "words" (a vocabulary of the training dataset's instructions), "bytes".
     # None: "vlm" with vlm_path, else "words" when the policy is built from a dataset, else "bytes".
@@ -180,7 +181,8 @@ class VLAConfig(PreTrainedConfig):
         return cfg.replace(
             chunk_size=self.chunk_size, num_steps=self.num_steps, max_state_dim=self.max_state_dim,
             max_action_dim=self.max_action_dim, tokenizer_max_length=self.tokenizer_max_length,
-            augment_shift=self.augment_shift, flow_samples=self.flow_samples, freeze_vlm=self.vlm_frozen,
+            augment_shift=self.augment_shift, flow_samples=self.flow_samples, state_noise=self.state_noise,
+            freeze_vlm=self.vlm_frozen,
             rtc_max_delay=self.rtc_max_delay,
         )
 
