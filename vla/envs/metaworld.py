@@ -4,7 +4,9 @@ shipped scripted experts, and LeRobot's one-line task descriptions as instructio
 Seeding: Meta-World 3.0.0 ignores `reset(seed=)`. We seed its generator with `env.seed(seed)` and unfreeze its
 random reset vector before every reset, so each seed gives its own (reproducible) object and goal positions. We
 never call `set_task` (it unpickles task data); the flags it would set are set directly, goal observable as in
-MT1. The corner camera sits where LeRobot puts it and its image is turned right side up (it renders flipped).
+MT1. After the reset we recompute MuJoCo's derived positions: Meta-World moves the goal marker without doing so,
+and the first frame drew the marker where another draw had put it (LeRobot 0.6.1's env renders it so too). The
+corner camera sits where LeRobot puts it and its image is turned right side up (it renders flipped).
 
 Cameras: `corner` is LeRobot's one view. `gripper` is Meta-World's `behindGripper`, which rides on the hand (a wrist
 camera, as on the SO-101): the goal markers of reach, push and pick-place are spheres of 2 cm radius, 2-3 pixels of
