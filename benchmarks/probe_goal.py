@@ -70,8 +70,8 @@ def policy_tokens(path: str, frames: np.ndarray, cameras: tuple[str, ...], instr
         for name, image in zip(cameras, scene, strict=True):
             batch[f"observation.images.{name}"] = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)
         obs = policy.observation(runner.pre(batch))
-        language = model.backbone.embed_tokens(obs.tokens)
-        rows.append(model.embed_cameras(obs.images, model.instruction_vector(language, obs.token_mask)).flatten())
+        context, _, _ = model.embed_prefix(obs)  # image tokens first, then the instruction's
+        rows.append(context[0, : len(cameras) * model.cfg.tokens_per_image].flatten())
     return torch.stack(rows).float()
 
 
