@@ -106,6 +106,10 @@ def build_parser() -> argparse.ArgumentParser:
                           "recording the expert's own actions, so the demonstrations show recoveries (DART); in the "
                           "env's action units: so101 joint degrees (e.g. 2), metaworld hand units, 1 = 1 cm a step "
                           "(e.g. 0.1)")  # fmt: skip
+    rec.add_argument("--start-noise", type=number(float, low=0), default=None, metavar="SPREAD",
+                     help="how far the arm's start may lie from the env's start pose: so101 joint degrees (default "
+                          "4), metaworld cm on each hand axis (default 0: one start, whose path gives the goal away; "
+                          "e.g. 5). Rollouts keep the default")  # fmt: skip
 
     ro = sub.add_parser("rollout", help="evaluate a checkpoint (or --policy expert) in sim")
     ro.add_argument("--policy", required=True, help="checkpoint directory (pretrained_model) or 'expert'")
@@ -132,7 +136,7 @@ def run_record(args: argparse.Namespace) -> None:
     summary = record(
         args.env, args.episodes, args.out, resume=args.resume, image_size=parse_size(args.image_size),
         use_videos=not args.images, keep_failed=args.keep_failed, seed=args.seed, repo_id=args.repo_id,
-        commit_every=args.commit_every, action_noise=args.action_noise,
+        commit_every=args.commit_every, action_noise=args.action_noise, start_noise=args.start_noise,
     )  # fmt: skip
     if summary.rolled_back:
         print(f"{summary.rolled_back} episodes saved after the last commit of the killed recording were dropped")

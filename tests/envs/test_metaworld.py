@@ -158,6 +158,44 @@ def test_recording_with_hand_noise_moves_the_hand_off_the_experts_path_and_recor
     assert max(drift) > 0.005  # the hand left the clean path by more than 5 mm somewhere
 
 
+def test_start_noise_spreads_the_hands_start_by_seed_and_leaves_the_goal(tmp_path: Path) -> None:
+    """From one start pose the hand's place along the expert's path gives the goal away (docs/learning.md); with
+    `start_noise` each seed starts the hand elsewhere, within the spread, and keeps its goal; recording passes it."""
+    from lerobot.datasets import LeRobotDataset
+
+    from vla.envs.collect import record
+
+    plain = MetaWorldEnv("reach", cameras=())
+    spread = MetaWorldEnv("reach", cameras=(), start_noise=5.0)
+    offsets = []
+    for seed in range(4):
+        plain.reset(seed=seed)
+        spread.reset(seed=seed)
+        np.testing.assert_array_equal(spread.raw_obs[36:39], plain.raw_obs[36:39])  # the same goal
+        offsets.append(spread.raw_obs[:3] - plain.raw_obs[:3])
+        first = spread.raw_obs.copy()
+        spread.reset(seed=seed)
+        np.testing.assert_array_equal(spread.raw_obs, first)  # reproducible
+    offsets = np.array(offsets)
+    assert np.abs(offsets).max() <= 0.051 and np.abs(offsets).max() > 0.02
+    assert min(np.linalg.norm(a - b) for i, a in enumerate(offsets) for b in offsets[i + 1:]) > 0.005
+    plain.reset(seed=5)
+    home = plain.raw_obs[:3].copy()
+    plain.reset(seed=6)
+    np.testing.assert_allclose(plain.raw_obs[:3], home, atol=1e-4)  # the default keeps Meta-World's one start
+    with pytest.raises(ValueError, match="start noise is in cm on each hand axis, from 0 to 10"):
+        MetaWorldEnv("reach", cameras=(), start_noise=20.0)
+
+    summary = record("metaworld/reach", 1, tmp_path / "spread", image_size=(16, 16), use_videos=False,
+                     progress=False, start_noise=5.0)  # fmt: skip
+    spread.reset(seed=summary.attempted - 1)
+    item = LeRobotDataset("local/metaworld_reach", root=tmp_path / "spread")[0]
+    np.testing.assert_allclose(item["observation.state"].numpy(), spread.raw_obs[:4].astype(np.float32))
+    assert np.abs(item["observation.state"].numpy()[:3] - home).max() > 1e-3
+    plain.close()
+    spread.close()
+
+
 def test_record_refuses_envs_whose_features_differ(tmp_path: Path) -> None:
     from vla.envs.collect import record
 

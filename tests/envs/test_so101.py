@@ -161,6 +161,25 @@ def test_action_noise_drifts_slowly_with_its_standard_deviation() -> None:
     np.testing.assert_array_equal(again(np.zeros(6, np.float32)), x[0])  # one seed, one noise
 
 
+def test_start_noise_sets_how_far_the_arm_starts_from_home() -> None:
+    from vla.envs.registry import make_so101
+    from vla.envs.so101 import HOME
+
+    still = make_so101("reach", image_size=(16, 16), cameras=(), start_noise=0.0)
+    wide = make_so101("reach", image_size=(16, 16), cameras=(), start_noise=10.0)
+    spread = []
+    for seed in range(3):
+        at_home, _ = still.reset(seed=seed)
+        moved, _ = wide.reset(seed=seed)
+        np.testing.assert_allclose(at_home["agent_pos"][:5], HOME[:5], atol=0.5)
+        spread.append(np.abs(moved["agent_pos"][:5] - HOME[:5]).max())
+    assert 4.0 < max(spread) <= 10.5  # beyond the default's 4 degrees, within the asked 10
+    with pytest.raises(ValueError, match="SO-101 start noise is in joint degrees"):
+        make_so101("reach", start_noise=-1.0)
+    still.close()
+    wide.close()
+
+
 def test_no_success_without_acting() -> None:
     for task in ("pick", "place", "reach"):
         env = SO101Env(TASKS[task](), SO101Config(cameras=()))

@@ -23,6 +23,11 @@ varying noise on each arm joint or hand axis (`ActionNoise`), while each frame's
 arm then drifts off the expert's path and the expert's next actions bring it back (and, when a release misses, the
 expert plans again), so the demonstrations show corrections from the states a policy's own small errors lead to
 (DART: Laskey et al., 2017).
+
+`start_noise` spreads where the arm starts (SO-101: joint degrees, default 4; Meta-World: cm on each hand axis,
+default 0, since Meta-World starts every episode from one hand position). From one start the hand's position along
+the expert's path gives the goal away, and a policy learns to follow its own first moves instead of looking.
+Rollouts keep each env's default start.
 """
 
 from __future__ import annotations
@@ -106,6 +111,7 @@ def record(
     progress: bool = True,
     commit_every: float = 30.0,
     action_noise: float = 0.0,
+    start_noise: float | None = None,
 ) -> RecordSummary:
     from tqdm import tqdm
 
@@ -127,7 +133,8 @@ def record(
     with contextlib.ExitStack() as owned:  # closes the writer, then the envs, however recording ends
         envs: list[Any] = []
         for name in names:
-            envs.append(make_env(name, image_size=image_size))
+            start_pose = {} if start_noise is None else {"start_noise": start_noise}
+            envs.append(make_env(name, image_size=image_size, **start_pose))
             owned.callback(envs[-1].close)
         features = _same_features(names, envs)
         experts = [make_expert(env) for env in envs]

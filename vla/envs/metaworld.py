@@ -12,6 +12,12 @@ Cameras: `corner` is LeRobot's one view. `gripper` is Meta-World's `behindGrippe
 camera, as on the SO-101): the goal markers of reach, push and pick-place are spheres of 2 cm radius, 2-3 pixels of
 the 96 px corner image, and from one fixed view a sphere in the air cannot be ranged; seen from the hand it grows as
 the hand nears it. `cameras=("corner",)` gives LeRobot's setup.
+
+Start pose: every Meta-World episode starts with the hand at one point (`hand_init_pos`). A policy trained on such
+demonstrations can tell the goal from how far along the expert's path its hand already is, and then follows its
+own first moves instead of looking (docs/learning.md, ninth session). `start_noise` (cm) moves the hand's start by
+up to that much on each axis, drawn from the episode's seed; the objects and goal of a seed stay where they were.
+Evaluation keeps Meta-World's start (0).
 """
 
 from __future__ import annotations
@@ -30,6 +36,8 @@ TASKS = ("reach", "push", "pick-place", "button-press-topdown", "drawer-open", "
 CAMERAS = {"corner": "corner2", "gripper": "behindGripper"}  # our name -> Meta-World's
 CAMERA_POS = (0.75, 0.075, 0.7)  # corner2, where LeRobot puts it
 FLIPPED = ("corner2",)  # rendered upside down
+MAX_START_NOISE = 10.0  # cm; the six tasks' experts were checked up to here (58 of 60 seeds succeeded)
+START_STREAM = 0x57A27  # the start pose's random stream, apart from Meta-World's (objects, goal)
 
 
 def lerobot_task_table() -> dict[str, dict[str, str]]:
@@ -49,7 +57,7 @@ class MetaWorldEnv(gym.Env):
     action_names: tuple[str, ...] = ("dx", "dy", "dz", "grip")
 
     def __init__(self, task: str, image_size: tuple[int, int] = (96, 96), max_steps: int = 400,
-                 cameras: tuple[str, ...] = ("corner", "gripper")):
+                 cameras: tuple[str, ...] = ("corner", "gripper"), start_noise: float = 0.0):
         import metaworld
 
         name = f"{task}-v3"
@@ -58,8 +66,12 @@ class MetaWorldEnv(gym.Env):
         unknown = [c for c in cameras if c not in CAMERAS]
         if unknown:
             raise ValueError(f"unknown Meta-World camera(s) {unknown}; choose from {', '.join(CAMERAS)}")
+        if not 0.0 <= start_noise <= MAX_START_NOISE:
+            raise ValueError(f"Meta-World start noise is in cm on each hand axis, from 0 to {MAX_START_NOISE}; "
+                             f"got {start_noise}")  # fmt: skip
         self.name = name
         self.cameras = tuple(cameras)
+        self.start_noise = float(start_noise)
         h, w = image_size
         cls = metaworld.env_dict.ALL_V3_ENVIRONMENTS[name]
         self.env = cls(render_mode="rgb_array", camera_name=CAMERAS["corner"], width=w, height=h)
@@ -67,6 +79,8 @@ class MetaWorldEnv(gym.Env):
         self.env.__dict__.pop("sawyer_observation_space", None)  # cached with the goal hidden (zero bounds)
         self.env._set_task_called = True
         self.env.max_path_length = max_steps + 1  # we truncate ourselves
+        self._hand_home = np.array(self.env.hand_init_pos, dtype=np.float64)
+        self._start_rng = np.random.default_rng()
         self._camera_ids = {c: self.env.model.camera(CAMERAS[c]).id for c in CAMERAS}
         self.env.model.cam_pos[self._camera_ids["corner"]] = CAMERA_POS
         self.env.model.vis.quality.shadowsize = 0
@@ -98,6 +112,9 @@ class MetaWorldEnv(gym.Env):
         super().reset(seed=seed)
         if seed is not None:
             self.env.seed(seed)
+            self._start_rng = np.random.default_rng([seed, START_STREAM])
+        offset = self._start_rng.uniform(-1.0, 1.0, 3) * self.start_noise / 100.0  # drawn always: seeds stay aligned
+        self.env.hand_init_pos = self._hand_home + offset
         self.env._freeze_rand_vec = False
         self.env.seeded_rand_vec = True
         self.raw_obs, _ = self.env.reset()

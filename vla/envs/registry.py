@@ -27,17 +27,23 @@ def make_so101(
     max_steps: int | None = None,
     render_size: tuple[int, int] = (240, 320),
     render_mode: str | None = "rgb_array",
+    start_noise: float | None = None,
 ) -> SO101Env:
+    """`start_noise`: how far (joint degrees, each arm joint) the arm's start may lie from home; None: the
+    config's default (4)."""
     from vla.envs.so101 import SO101Config, SO101Env
     from vla.envs.tasks import TASKS
 
     if task not in TASKS:
         raise ValueError(f"unknown SO-101 task '{task}'; available: {', '.join(TASKS)}")
+    if start_noise is not None and not 0.0 <= start_noise <= 45.0:
+        raise ValueError(f"SO-101 start noise is in joint degrees, from 0 to 45; got {start_noise}")
     config = SO101Config(
         image_size=tuple(image_size),  # type: ignore[arg-type]
         cameras=tuple(cameras),
         max_steps=max_steps,
         render_size=tuple(render_size),  # type: ignore[arg-type]
+        home_noise_deg=SO101Config.home_noise_deg if start_noise is None else float(start_noise),
     )
     return SO101Env(TASKS[task](), config, render_mode=render_mode)
 
