@@ -26,8 +26,8 @@ expert plans again), so the demonstrations show corrections from the states a po
 
 `start_noise` spreads where the arm starts (SO-101: joint degrees, default 4; Meta-World: cm on each hand axis,
 default 0, since Meta-World starts every episode from one hand position). From one start the hand's position along
-the expert's path gives the goal away, and a policy learns to follow its own first moves instead of looking.
-Rollouts keep each env's default start.
+the expert's path gives the goal away, a shortcut a policy can learn instead of looking (on Meta-World reach alone
+it did not matter: 79/100 spread, 40/50 one start). Rollouts keep each env's default start.
 """
 
 from __future__ import annotations

@@ -13,9 +13,9 @@ camera, as on the SO-101): the goal markers of reach, push and pick-place are sp
 the 96 px corner image, and from one fixed view a sphere in the air cannot be ranged; seen from the hand it grows as
 the hand nears it. `cameras=("corner",)` gives LeRobot's setup.
 
-Start pose: every Meta-World episode starts with the hand at one point (`hand_init_pos`). A policy trained on such
-demonstrations can tell the goal from how far along the expert's path its hand already is, and then follows its
-own first moves instead of looking (docs/learning.md, ninth session). `start_noise` (cm) moves the hand's start by
+Start pose: every Meta-World episode starts with the hand at one point (`hand_init_pos`), so along the expert's
+path the hand's place tells the goal, a shortcut a policy can learn instead of looking (docs/learning.md; on reach
+alone, measured, it did not matter). `start_noise` (cm) moves the hand's start by
 up to that much on each axis, drawn from the episode's seed; the objects and goal of a seed stay where they were.
 Evaluation keeps Meta-World's start (0).
 """
