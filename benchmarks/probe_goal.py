@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import time
+from typing import Any
 
 import numpy as np
 import torch
@@ -56,12 +57,9 @@ def to_pixels(frames: np.ndarray) -> torch.Tensor:
 
 
 @torch.no_grad()
-def policy_tokens(path: str, frames: np.ndarray, cameras: tuple[str, ...], instruction: str) -> torch.Tensor:
-    """A checkpoint's image tokens for each scene, flattened (N, cameras * tokens * width), computed as the policy
-    computes them: its preprocessor, its tokenizer conditioned on the instruction."""
-    from vla.policies.inference import InferencePolicy
-
-    runner = InferencePolicy.load(path)
+def policy_tokens(runner: Any, frames: np.ndarray, cameras: tuple[str, ...], instruction: str) -> torch.Tensor:
+    """A loaded checkpoint's (`InferencePolicy`) image tokens for each scene, flattened (N, cameras * tokens *
+    width), computed as the policy computes them: its preprocessor, its tokenizer conditioned on the instruction."""
     policy, model = runner.policy, runner.policy.model
     state = torch.zeros(int(policy.config.robot_state_feature.shape[0]))
     rows = []
@@ -115,8 +113,11 @@ def main() -> None:
     mean, std = y_train.mean(0), y_train.std(0).clamp_min(1e-3)  # a fixed coordinate (z on the table) stays 0
 
     if args.policy:  # the checkpoint's tokens, standardised per feature; no augmentation (they are fixed)
-        x_train = policy_tokens(args.policy, frames, cameras, instruction)
-        x_test = policy_tokens(args.policy, test_frames, cameras, instruction)
+        from vla.policies.inference import InferencePolicy
+
+        runner = InferencePolicy.load(args.policy)  # loaded once for both sets
+        x_train = policy_tokens(runner, frames, cameras, instruction)
+        x_test = policy_tokens(runner, test_frames, cameras, instruction)
         centre, scale = x_train.mean(0), x_train.std(0) + 1e-5
         x_train, x_test = (x_train - centre) / scale, (x_test - centre) / scale
         probe: nn.Module = nn.Sequential(nn.Linear(x_train.shape[1], 256), nn.GELU(), nn.Linear(256, 3))

@@ -132,8 +132,8 @@ def record(
     frames = 0
     with contextlib.ExitStack() as owned:  # closes the writer, then the envs, however recording ends
         envs: list[Any] = []
+        start_pose = {} if start_noise is None else {"start_noise": start_noise}
         for name in names:
-            start_pose = {} if start_noise is None else {"start_noise": start_noise}
             envs.append(make_env(name, image_size=image_size, **start_pose))
             owned.callback(envs[-1].close)
         features = _same_features(names, envs)

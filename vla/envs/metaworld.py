@@ -15,9 +15,9 @@ the hand nears it. `cameras=("corner",)` gives LeRobot's setup.
 
 Start pose: every Meta-World episode starts with the hand at one point (`hand_init_pos`), so along the expert's
 path the hand's place tells the goal, a shortcut a policy can learn instead of looking (docs/learning.md; on reach
-alone, measured, it did not matter). `start_noise` (cm) moves the hand's start by
-up to that much on each axis, drawn from the episode's seed; the objects and goal of a seed stay where they were.
-Evaluation keeps Meta-World's start (0).
+alone, measured, it did not matter). `start_noise` (cm) moves the hand's start by up to that much on each axis,
+drawn from the episode's seed; the objects and goal of a seed stay where they were. Evaluation keeps Meta-World's
+start (0).
 """
 
 from __future__ import annotations

@@ -80,8 +80,8 @@ class VLAModelConfig:
     # training: Gaussian noise of this standard deviation on the normalised state. With every episode starting from
     # the same pose, the hand's first few centimetres of travel tell a policy where the goal is, so it can learn to
     # continue its own path instead of looking; noise hides that path. (Meta-World, docs/learning.md: at 0.5 the six
-    # tasks' policy still did not look; at 3.0 a reach-only policy did, the six tasks' did not. Reach alone
-    # learned as well without it (docs/learning.md). Off in every preset.)
+    # tasks' policy still did not look; at 3.0 a reach-only policy did, the six tasks' did not; reach alone
+    # learned as well without it. Off in every preset.)
     state_noise: float = 0.0
     # training: noise and flow-time draws per observation; the prefix (cameras, words, state: most of a step's
     # compute) is computed once and shared by its draws, so the expert sees more targets for little more compute
