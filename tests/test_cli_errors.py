@@ -51,3 +51,21 @@ def test_unloadable_checkpoints_end_in_one_line_naming_the_file(so101_checkpoint
     with pytest.raises(ValueError, match="cannot load the policy checkpoint"):
         main(["rollout", "--policy", str(truncated), "--env", "so101/reach", "--episodes", "1", "--out",
               str(tmp_path / "out")])  # fmt: skip
+
+
+def test_a_stopped_recording_says_how_to_go_on(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                               capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+    import vla.envs.collect as collect
+
+    argv = ["record", "--env", "so101/reach", "--episodes", "2", "--out", str(tmp_path / "d")]
+    with pytest.raises(SystemExit, match="--top-up counts the episodes already in --out: add --resume"):
+        main([*argv, "--top-up"])
+
+    def stopped(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt("signal 15")
+
+    monkeypatch.setattr(collect, "record", stopped)
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 130 and f"kept in {tmp_path / 'd'}" in err and "--resume" in err, err

@@ -87,7 +87,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     rec.add_argument("--episodes", type=int, default=100, help="successful episodes to save (of each env)")
     rec.add_argument("--out", type=Path, required=True, help="dataset directory")
-    rec.add_argument("--resume", action="store_true", help="append to an existing dataset with fresh seeds")
+    rec.add_argument("--resume", action="store_true",
+                     help="append --episodes more of each env to an existing dataset, with fresh seeds")
+    rec.add_argument("--top-up", action="store_true",
+                     help="with --resume: record until each env holds --episodes, counting the episodes already "
+                          "saved (evens out a stopped multi-task recording)")
     rec.add_argument("--image-size", default="96x96", help="WxH of each camera")
     frames = rec.add_mutually_exclusive_group()
     frames.add_argument("--images", action="store_true",
@@ -133,11 +137,19 @@ def build_parser() -> argparse.ArgumentParser:
 def run_record(args: argparse.Namespace) -> None:
     from vla.envs.collect import record
 
-    summary = record(
-        args.env, args.episodes, args.out, resume=args.resume, image_size=parse_size(args.image_size),
-        use_videos=not args.images, keep_failed=args.keep_failed, seed=args.seed, repo_id=args.repo_id,
-        commit_every=args.commit_every, action_noise=args.action_noise, start_noise=args.start_noise,
-    )  # fmt: skip
+    if args.top_up and not args.resume:
+        raise SystemExit("--top-up counts the episodes already in --out: add --resume")
+    try:
+        summary = record(
+            args.env, args.episodes, args.out, resume=args.resume, image_size=parse_size(args.image_size),
+            use_videos=not args.images, keep_failed=args.keep_failed, seed=args.seed, repo_id=args.repo_id,
+            commit_every=args.commit_every, action_noise=args.action_noise, start_noise=args.start_noise,
+            top_up=args.top_up,
+        )  # fmt: skip
+    except KeyboardInterrupt:
+        print(f"\ninterrupted: the episodes saved so far are kept in {args.out}; run the same command with --resume "
+              "to add more (--resume --top-up to fill each env up to --episodes)", file=sys.stderr)
+        raise SystemExit(130) from None
     if summary.rolled_back:
         print(f"{summary.rolled_back} episodes saved after the last commit of the killed recording were dropped")
     print(

@@ -270,6 +270,51 @@ def test_record_resume_and_interrupt(tmp_path: Path, monkeypatch: pytest.MonkeyP
     assert closed == ["so101/pick"]  # the refused resume still closes the env it built
 
 
+def test_top_up_evens_out_a_stopped_multi_task_recording_and_a_resume_keeps_its_noise(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import vla.envs.collect as collect
+    from vla.envs.collect import record
+
+    out, envs = tmp_path / "two", "so101/reach,so101/pick"
+    real_play = collect._play
+
+    plays = {"n": 0}
+
+    def stop_at_pick(*args: Any, **kwargs: Any) -> bool:  # Ctrl-C as the second attempt, the first pick, starts
+        plays["n"] += 1
+        if plays["n"] == 2:
+            raise KeyboardInterrupt
+        return real_play(*args, **kwargs)
+
+    monkeypatch.setattr(collect, "_play", stop_at_pick)
+    kwargs: dict[str, Any] = {"image_size": (32, 32), "use_videos": False, "progress": False, "action_noise": 1.0}
+    with pytest.raises(KeyboardInterrupt):
+        record(envs, 2, out, **kwargs)
+    monkeypatch.setattr(collect, "_play", real_play)
+
+    def per_env() -> list[int]:  # saved episodes of reach, of pick, by the record's list, which must tile the data
+        from lerobot.datasets import LeRobotDataset
+
+        origins = json.loads((out / "meta/vla_record.json").read_text())["episode_env"]
+        assert LeRobotDataset("local/x", root=out).meta.total_episodes == len(origins)
+        return [origins.count(0), origins.count(1)]
+
+    assert per_env() == [1, 0]
+    with pytest.raises(ValueError, match=r"recorded with --action-noise 1.0, not 0.5; resume with --action-noise 1.0"):
+        record(envs, 2, out, resume=True, top_up=True, **{**kwargs, "action_noise": 0.5})
+    with pytest.raises(ValueError, match="--start-noise the default, not 10"):
+        record(envs, 2, out, resume=True, top_up=True, start_noise=10, **kwargs)
+    summary = record(envs, 2, out, resume=True, top_up=True, **kwargs)
+    assert summary.per_env["so101/reach"]["saved"] == 1 and summary.per_env["so101/pick"]["saved"] == 2
+    assert per_env() == [2, 2]  # filled up to 2 each, not 2 more each
+    assert record(envs, 2, out, resume=True, top_up=True, **kwargs).saved == 0  # already full
+    assert record(envs, 1, out, resume=True, **kwargs).saved == 2  # --resume alone appends 1 more of each
+    assert per_env() == [3, 3]
+    with pytest.raises(ValueError, match="needs resume"):
+        record(envs, 2, out, top_up=True, **kwargs)
+
+
 def test_record_survives_sigkill_mid_episode_and_resumes(tmp_path: Path) -> None:
     """With a commit after every episode (on-robot recording's setting), a process killed without any cleanup keeps
     every saved episode loadable, and `--resume` carries on. (Commits at intervals: tests/datasets/test_writer.py.)"""

@@ -15,7 +15,11 @@ recorded that way got 70/100 against 81-84/100 from video (docs/learning.md).
 
 Several envs (a multi-task dataset, e.g. six Meta-World tasks) record into one dataset when their features agree:
 `episodes` successful episodes each, taken in turns (one attempt per env per round), so a recording stopped early
-holds about as many of each. Attempts draw seeds from one counter, in order.
+holds about as many of each. Attempts draw seeds from one counter, in order. `--resume` appends `episodes` more of
+each; `top_up` (`--resume --top-up`) records until each env holds `episodes`, which evens out a stopped multi-task
+recording. For that `meta/vla_record.json` also keeps which env each saved episode came from (instructions cannot
+tell: an SO-101 task draws one of several phrasings), cut back with the episodes a resume rolls back, and the noise
+settings, so a resume with other settings is refused.
 
 `action_noise` (in the env's action units: joint degrees on the SO-101, hand-motion units on Meta-World, where 1 is
 1 cm a step) perturbs what the arm is sent, not what is recorded: the executed action is the expert's plus slowly
@@ -112,19 +116,26 @@ def record(
     commit_every: float = 30.0,
     action_noise: float = 0.0,
     start_noise: float | None = None,
+    top_up: bool = False,
 ) -> RecordSummary:
     from tqdm import tqdm
 
+    if top_up and not resume:
+        raise ValueError("top_up counts the episodes already in a dataset: it needs resume (--resume)")
     out = Path(out)
     names = env_names(env_name)
     label = ",".join(names)
     state_path = out / RECORD_META
     next_seed = seed
+    settings = {"action_noise": action_noise, "start_noise": start_noise}
+    origins: list[int] | None = []  # index into `names` of each saved episode; None where an older record lacks it
     if resume and state_path.is_file():
         state = json.loads(state_path.read_text())
         if state.get("env") != label:
             raise ValueError(f"{out} was recorded from {state.get('env')}, not {label}; use another --out")
+        _check_same_settings(out, state, settings)
         next_seed = int(state["next_seed"])
+        origins = state.get("episode_env")
     default_id = names[0].replace("/", "_") if len(names) == 1 else f"{names[0].partition('/')[0]}_{len(names)}tasks"
     repo_id = repo_id or f"local/{default_id}"
     start = time.perf_counter()
@@ -146,12 +157,21 @@ def record(
             commit_every=commit_every,
         ))  # fmt: skip
         rolled_back = writer.rolled_back
-        bar = tqdm(total=episodes * len(names), desc=f"recording {label}", unit="ep", disable=not progress)
+        if origins is not None:
+            origins = origins[: writer.num_episodes]  # the episodes a rollback dropped were the last ones saved
+            if len(origins) < writer.num_episodes:
+                origins = None
+        if top_up and origins is None:
+            raise ValueError(f"{out} was recorded before `vla record` kept which env each episode came from, so "
+                             "--top-up cannot count them; append with --resume and a smaller --episodes")  # fmt: skip
+        have = [origins.count(i) for i in range(len(names))] if top_up and origins is not None else [0] * len(names)
+        wanted = {name: max(0, episodes - n) for name, n in zip(names, have, strict=True)}
+        bar = tqdm(total=sum(wanted.values()), desc=f"recording {label}", unit="ep", disable=not progress)
         try:
-            while any(c["saved"] < episodes for c in counts.values()):
-                for name, env, expert in zip(names, envs, experts, strict=True):
+            while any(counts[name]["saved"] < wanted[name] for name in names):
+                for index, (name, env, expert) in enumerate(zip(names, envs, experts, strict=True)):
                     count = counts[name]
-                    if count["saved"] >= episodes:
+                    if count["saved"] >= wanted[name]:
                         continue
                     count["attempted"] += 1
                     success = _play(env, expert, next_seed, writer, action_noise)
@@ -161,10 +181,13 @@ def record(
                         frames += writer.pending
                         writer.save()
                         count["saved"] += 1
+                        if origins is not None:
+                            origins.append(index)
                         bar.update(1)
                     else:
                         writer.discard()
-                    write_json_atomic(state_path, {"env": label, "next_seed": next_seed})
+                    kept = {} if origins is None else {"episode_env": origins}
+                    write_json_atomic(state_path, {"env": label, "next_seed": next_seed, **settings, **kept})
                     bar.set_postfix(expert_success="{}/{}".format(*_totals(counts, "successes", "attempted")))
         finally:
             bar.close()
@@ -174,6 +197,17 @@ def record(
         write_stats(compute_stats([out], progress=False), out / "meta" / "stats.json")
     return RecordSummary(saved, attempted, successes, frames, time.perf_counter() - start, out, rolled_back,
                          per_env=counts if len(names) > 1 else {})  # fmt: skip
+
+
+def _check_same_settings(out: Path, state: dict[str, Any], settings: dict[str, float | None]) -> None:
+    """A resumed recording must perturb and spread like the one it appends to (files from before these keys were
+    stored are taken as they are)."""
+    for key, now in settings.items():
+        if key in state and state[key] != now:
+            flag = "--" + key.replace("_", "-")
+            was = "the default" if state[key] is None else state[key]
+            raise ValueError(f"{out} was recorded with {flag} {was}, not {'the default' if now is None else now}; "
+                             f"resume with {flag} {was} or record into another --out")  # fmt: skip
 
 
 class ActionNoise:
