@@ -313,6 +313,15 @@ def test_top_up_evens_out_a_stopped_multi_task_recording_and_a_resume_keeps_its_
     assert per_env() == [3, 3]
     with pytest.raises(ValueError, match="needs resume"):
         record(envs, 2, out, top_up=True, **kwargs)
+    meta = json.loads((out / "meta/vla_record.json").read_text())
+    del meta["episode_env"]  # as a record from before the list was kept
+    (out / "meta/vla_record.json").write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match="cannot count them; append with --resume"):
+        record(envs, 4, out, resume=True, top_up=True, **kwargs)
+    single = tmp_path / "one"  # one env: its episodes are all its own, with or without the list
+    record("so101/reach", 1, single, **kwargs)
+    (single / "meta/vla_record.json").unlink()
+    assert record("so101/reach", 2, single, resume=True, top_up=True, **kwargs).saved == 1
 
 
 def test_record_survives_sigkill_mid_episode_and_resumes(tmp_path: Path) -> None:

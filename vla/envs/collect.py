@@ -161,6 +161,8 @@ def record(
             origins = origins[: writer.num_episodes]  # the episodes a rollback dropped were the last ones saved
             if len(origins) < writer.num_episodes:
                 origins = None
+        if origins is None and len(names) == 1:  # one env: every episode is its own, whoever recorded them
+            origins = [0] * writer.num_episodes
         if top_up and origins is None:
             raise ValueError(f"{out} was recorded before `vla record` kept which env each episode came from, so "
                              "--top-up cannot count them; append with --resume and a smaller --episodes")  # fmt: skip
