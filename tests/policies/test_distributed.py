@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
 from pathlib import Path
 
+import psutil
 import pytest
 import torch
 
@@ -16,15 +19,45 @@ BIN = Path(sys.executable).parent
 HERE = Path(__file__).parent
 
 
-def launch(args: list[str], cwd: Path) -> str:
+def abort_with_stacks(proc: subprocess.Popen[str]) -> str:
+    """SIGABRT a hung `accelerate launch` and its workers one at a time (faulthandler prints each one's stacks, not
+    interleaved), with the launcher held still meanwhile so it cannot stop a worker first; the last of the output,
+    without faulthandler's lists of extension modules. Nothing of the run is left alive."""
+    launcher = psutil.Process(proc.pid)
+    workers = launcher.children(recursive=True)
+    with contextlib.suppress(psutil.Error):
+        launcher.suspend()
+    for process in [*workers, launcher]:
+        with contextlib.suppress(psutil.Error):
+            process.send_signal(signal.SIGABRT)
+            if process is launcher:
+                launcher.resume()
+            process.wait(timeout=10)
+    for process in [*workers, launcher]:
+        with contextlib.suppress(psutil.Error):
+            process.kill()
+    out, _ = proc.communicate(timeout=30)
+    return "\n".join(line for line in out.splitlines() if not line.startswith("Extension modules:"))[-12000:]
+
+
+def launch(args: list[str], cwd: Path, timeout: float = 300) -> str:
+    """`accelerate launch` two CPU processes; the combined output. A run that outlives `timeout` (a normal one takes
+    under a minute) is stopped with SIGABRT, so that every process prints where it stood (faulthandler), and the
+    test fails with those stacks instead of a bare timeout; no process is left behind to slow the tests after."""
     with socket.socket() as s:  # a free port for the rendezvous, so parallel runs do not collide
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1",
+           "PYTHONFAULTHANDLER": "1"}
     cmd = [str(BIN / "accelerate"), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
            "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(port), *args]
-    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
-    out = proc.stdout + proc.stderr
+    proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        out = abort_with_stacks(proc)
+        pytest.fail(f"two-process run still going after {timeout:.0f} s; the stacks each process printed:\n{out}")
     assert proc.returncode == 0, out[-5000:]
     return out
 
