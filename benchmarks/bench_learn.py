@@ -20,9 +20,14 @@ Policies and their settings (as a user would set them for a CPU, from scratch: n
              Policy paper's horizon 16 with 8 actions executed and 84 px random crop of the 96 px frames (0.6.1's
              defaults are horizon 64, 32 actions, no crop), no pretrained ResNet-18 weights, 10 DDIM inference
              steps instead of 100 DDPM ones (a CPU user's setting), batch 32
-LeRobot's SmolVLA is left out: training it needs its VLM's tokenizer and processor from the Hub.
+  smolvla    LeRobot SmolVLA from random weights (its VLM, SmolVLM2, cannot be downloaded): a SmolVLM config of
+             the `cpu` preset's text size (4 layers of 128, 4 heads) with a SigLIP tower of 2 layers of 128 on
+             96 px frames (36 tokens an image, as many as ours), saved offline with a word-level tokenizer of the
+             dataset's instruction words (`benchmarks/smolvla_reference.py`); SmolVLA's defaults except: the
+             vision tower and the VLM trained too (its defaults freeze both, which only makes sense with
+             pretrained weights), frames padded to 96 px instead of 512, chunk 16 and 8 actions executed, batch 32
 
-    python benchmarks/bench_learn.py [--tasks so101/pick-color] [--policies vla act diffusion] [--budget-min 10]
+    python benchmarks/bench_learn.py [--tasks so101/pick-color] [--policies vla act diffusion smolvla] [--budget-min 10]
                                      [--episodes 200] [--rollouts 100] [--curve-rollouts 25]
                                      [--out outputs/bench_learn] [--resume]
 
@@ -54,6 +59,10 @@ POLICIES: dict[str, list[str]] = {
     "diffusion": ["--policy.type=diffusion", "--policy.horizon=16", "--policy.n_action_steps=8",
                   "--policy.crop_shape=[84,84]", "--policy.pretrained_backbone_weights=null",
                   "--policy.noise_scheduler_type=DDIM", "--policy.num_inference_steps=10"],
+    # and --policy.vlm_model_name: the offline VLM made for the task (policy_flags)
+    "smolvla": ["--policy.type=smolvla", "--policy.load_vlm_weights=false", "--policy.freeze_vision_encoder=false",
+                "--policy.train_expert_only=false", "--policy.num_vlm_layers=4", "--policy.chunk_size=16",
+                "--policy.n_action_steps=8", "--policy.resize_imgs_with_padding=[96,96]"],
 }
 QUARTERS = (0.25, 0.5, 0.75, 1.0)
 UPDATE = re.compile(r"updt_s:([\d.]+) data_s:([\d.]+)")
@@ -73,12 +82,36 @@ def common(data: Path, repo_id: str, out: Path, steps: int, save_freq: int) -> l
             "--wandb.enable=false", "--env_eval_freq=0", "--policy.push_to_hub=false", "--policy.device=cpu"]
 
 
+def smolvla_vlm(data: Path, work: Path) -> Path:
+    """The offline SmolVLM that SmolVLA trains from (see the module docstring), its words those of `data`'s
+    instructions; made once per task."""
+    import pandas as pd
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from smolvla_reference import save_local_vlm
+
+    from vla.model.config import PRESETS, VisionConfig
+
+    shape = PRESETS["cpu"].replace(vision=VisionConfig(hidden_size=128, num_layers=2, num_heads=2,
+                                                       intermediate_size=512, image_size=96, patch_size=16))
+    tasks = pd.read_parquet(data / "meta" / "tasks.parquet").index
+    words = {w for task in tasks for w in re.findall(r"\w+|[^\w\s]+", str(task))}
+    return save_local_vlm(shape, work / "smolvla-vlm", words)
+
+
+def policy_flags(policy: str, data: Path, work: Path) -> list[str]:
+    """`policy`'s settings as `vla train` flags (SmolVLA's include the offline VLM made for this task)."""
+    if policy == "smolvla":
+        return [*POLICIES[policy], f"--policy.vlm_model_name={smolvla_vlm(data, work)}"]
+    return POLICIES[policy]
+
+
 def seconds_per_step(policy: str, data: Path, repo_id: str, work: Path) -> float:
     """Mean seconds per training step (update + data) over steps 11-30 of a probe run."""
     out = work / f"probe-{policy}"
     shutil.rmtree(out, ignore_errors=True)
     log = work / f"probe-{policy}.log"
-    vla_train([*POLICIES[policy], *common(data, repo_id, out, 30, 10_000)], log)
+    vla_train([*policy_flags(policy, data, work), *common(data, repo_id, out, 30, 10_000)], log)
     times = [float(u) + float(d) for u, d in UPDATE.findall(log.read_text())]
     if len(times) < 2:
         raise SystemExit(f"no step timings in {log}")
@@ -114,8 +147,8 @@ def run_task(task: str, policies: list[str], args: argparse.Namespace, done: lis
         out = work / policy
         shutil.rmtree(out, ignore_errors=True)
         started = time.perf_counter()
-        vla_train([*POLICIES[policy], *schedule_flags(policy, steps), *common(data, repo_id, out, steps, save_freq)],
-                  work / f"train-{policy}.log")  # fmt: skip
+        flags = [*policy_flags(policy, data, work), *schedule_flags(policy, steps)]
+        vla_train([*flags, *common(data, repo_id, out, steps, save_freq)], work / f"train-{policy}.log")
         minutes = (time.perf_counter() - started) / 60
         curve = []
         for i, fraction in enumerate(QUARTERS, start=1):
@@ -132,7 +165,7 @@ def run_task(task: str, policies: list[str], args: argparse.Namespace, done: lis
                           "successes": result.successes, "ci95": result.ci95,
                           "wrong_object": result.wrong_object, "per_target": result.per_target})
             print(f"    step {step}: {result.successes}/{result.episodes}", flush=True)
-        done.append({"task": task, "policy": policy, "settings": POLICIES[policy], "steps": steps,
+        done.append({"task": task, "policy": policy, "settings": flags, "steps": steps,
                      "seconds_per_step": per_step, "train_minutes": minutes, "curve": curve})
         (args.out / "results.json").write_text(json.dumps(done, indent=2))
         plot(done, args.out / "success.png")

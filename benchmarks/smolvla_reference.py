@@ -7,6 +7,7 @@ weights and no network. The tokenizer is a small word-level one carrying SmolVLM
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -17,14 +18,21 @@ SPECIAL = {"fake_image_token": "<fake_token_around_image>", "image_token": "<ima
            "global_image_token": "<global-img>", "end_of_utterance_token": "<end_of_utterance>"}
 
 
-def save_local_vlm(cfg: VLAModelConfig, path: Path) -> Path:
-    from tokenizers import Tokenizer, models, pre_tokenizers
+def save_local_vlm(cfg: VLAModelConfig, path: Path, words: Iterable[str] | None = None) -> Path:
+    """A SmolVLM config, tokenizer and processor of `cfg`'s sizes in `path`. The tokenizer is word-level and
+    lower-cases: `words` (e.g. every word of a dataset's instructions, so that SmolVLA can read them) or, by
+    default, 200 placeholder words (enough to time the model, not to tell instructions apart)."""
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers
     from transformers import PreTrainedTokenizerFast, SmolVLMImageProcessor, SmolVLMProcessor, SmolVLMVideoProcessor
 
+    vocabulary = sorted({w.lower() for w in words}) if words is not None else [f"w{i}" for i in range(200)]
+    tokens = ["<pad>", "<unk>", *SPECIAL.values(), *vocabulary]
+    if len(tokens) > cfg.text.vocab_size:
+        raise ValueError(f"{len(tokens)} tokens do not fit the text model's vocabulary of {cfg.text.vocab_size}")
     hf = hf_config(cfg.replace(num_vlm_layers=cfg.text.num_layers))
     hf.save_pretrained(path)
-    words = ["<pad>", "<unk>", *SPECIAL.values(), *(f"w{i}" for i in range(200))]
-    inner = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="<unk>"))
+    inner = Tokenizer(models.WordLevel({w: i for i, w in enumerate(tokens)}, unk_token="<unk>"))
+    inner.normalizer = normalizers.Lowercase()
     inner.pre_tokenizer = pre_tokenizers.Whitespace()
     tok = PreTrainedTokenizerFast(tokenizer_object=inner, pad_token="<pad>", unk_token="<unk>",
                                   extra_special_tokens=SPECIAL)
