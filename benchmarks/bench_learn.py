@@ -86,9 +86,7 @@ def smolvla_vlm(data: Path, work: Path) -> Path:
     """The offline SmolVLM that SmolVLA trains from (see the module docstring), its words those of `data`'s
     instructions; made once per task."""
     import pandas as pd
-
-    sys.path.insert(0, str(Path(__file__).parent))
-    from smolvla_reference import save_local_vlm
+    from smolvla_reference import save_local_vlm  # beside this script, which puts its folder on sys.path
 
     from vla.model.config import PRESETS, VisionConfig
 
@@ -106,12 +104,12 @@ def policy_flags(policy: str, data: Path, work: Path) -> list[str]:
     return POLICIES[policy]
 
 
-def seconds_per_step(policy: str, data: Path, repo_id: str, work: Path) -> float:
-    """Mean seconds per training step (update + data) over steps 11-30 of a probe run."""
+def seconds_per_step(policy: str, flags: list[str], data: Path, repo_id: str, work: Path) -> float:
+    """Mean seconds per training step (update + data) over steps 11-30 of a probe run with `flags`."""
     out = work / f"probe-{policy}"
     shutil.rmtree(out, ignore_errors=True)
     log = work / f"probe-{policy}.log"
-    vla_train([*policy_flags(policy, data, work), *common(data, repo_id, out, 30, 10_000)], log)
+    vla_train([*flags, *common(data, repo_id, out, 30, 10_000)], log)
     times = [float(u) + float(d) for u, d in UPDATE.findall(log.read_text())]
     if len(times) < 2:
         raise SystemExit(f"no step timings in {log}")
@@ -140,14 +138,15 @@ def run_task(task: str, policies: list[str], args: argparse.Namespace, done: lis
         if any(r["task"] == task and r["policy"] == policy for r in done):
             print(f"[{task}] {policy}: in {args.out / 'results.json'} already", flush=True)
             continue
-        per_step = seconds_per_step(policy, data, repo_id, work)
+        settings = policy_flags(policy, data, work)
+        per_step = seconds_per_step(policy, settings, data, repo_id, work)
         steps = max(40, int(args.budget_min * 60 / per_step))
         save_freq = max(1, steps // len(QUARTERS))
         print(f"[{task}] {policy}: {per_step:.3f} s/step -> {steps} steps in {args.budget_min} min", flush=True)
         out = work / policy
         shutil.rmtree(out, ignore_errors=True)
         started = time.perf_counter()
-        flags = [*policy_flags(policy, data, work), *schedule_flags(policy, steps)]
+        flags = [*settings, *schedule_flags(policy, steps)]
         vla_train([*flags, *common(data, repo_id, out, steps, save_freq)], work / f"train-{policy}.log")
         minutes = (time.perf_counter() - started) / 60
         curve = []
