@@ -158,6 +158,16 @@ def run_record(args: argparse.Namespace) -> None:
     )
     for env, count in summary.per_env.items():
         print(f"  {env}: {count['saved']} saved, expert {count['successes']}/{count['attempted']}")
+    if summary.saved:
+        from vla.datasets.errors import DatasetError
+        from vla.datasets.look import look
+
+        try:
+            sheet = look(summary.root)
+        except (DatasetError, ValueError, OSError) as err:  # the recording is saved either way
+            print(f"no contact sheet of the stored frames: {err}", file=sys.stderr)
+        else:
+            print(f"the stored frames, a few episodes of each task (look before training): {sheet}")
 
 
 def run_rollout(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:

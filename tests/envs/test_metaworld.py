@@ -53,6 +53,22 @@ def test_first_frame_shows_the_goal_marker_where_the_goal_is(task: str) -> None:
     env.close()
 
 
+def test_each_task_renders_its_own_scene_beside_other_tasks() -> None:
+    """Several tasks in one process each render in their own OpenGL context; gymnasium leaves the last-made one
+    current, so without `render_camera` making its own current, reach drew the door task's meshes and textures
+    (what five of six tasks of the six-task recordings stored)."""
+    reach = MetaWorldEnv("reach", image_size=(32, 32), cameras=("corner",))
+    alone = reach.reset(seed=0)[0]["pixels"]["corner"]
+    door = MetaWorldEnv("door-open", image_size=(32, 32), cameras=("corner",))
+    door_alone = door.reset(seed=0)[0]["pixels"]["corner"]
+    assert np.abs(alone.astype(int) - door_alone).mean() > 5  # two different scenes, so the check below can fail
+    np.testing.assert_array_equal(reach.render_camera("corner"), alone)
+    np.testing.assert_array_equal(reach.reset(seed=0)[0]["pixels"]["corner"], alone)
+    np.testing.assert_array_equal(door.render_camera("corner"), door_alone)
+    reach.close()
+    door.close()
+
+
 def test_record_metaworld(tmp_path: Path) -> None:
     from lerobot.datasets import LeRobotDataset
 

@@ -1,8 +1,9 @@
-"""`vla data ...`: frame cache, validation, statistics and conversion of datasets. Thin calls into vla.datasets.
+"""`vla data ...`: frame cache, checks, contact sheet, statistics, conversion of datasets. Thin calls into vla.datasets.
 
     vla data cache DIR [--size WxH] [--force]        decode every camera once into DIR.vla-cache.zarr
     vla data check DIR [--no-frames] [--no-stats]    list every error and warning; exit 1 on an error
                    [--strict]                     (with --strict on a warning too)
+    vla data look DIR [--out PNG] [--per-task N]     a sheet of the stored frames, a few episodes of every task
     vla data stats DIR [DIR ...] [--write] [--out F] exact statistics, pooled over several datasets
     vla data convert SRC DST [--fps N] [--task T]    LeRobot v3 <-> zarr replay buffer (direction from SRC)
 
@@ -25,7 +26,8 @@ COMMANDS = ("data",)
 
 
 def add_parsers(subparsers: argparse._SubParsersAction) -> None:
-    data = subparsers.add_parser("data", help="dataset tools: frame cache, check, statistics, conversion")
+    data = subparsers.add_parser("data", help="dataset tools: frame cache, check, contact sheet, statistics, "
+                                  "conversion")
     sub = data.add_subparsers(dest="data_command", required=True)
 
     cache = sub.add_parser("cache", help="decode every camera once into a zarr frame cache beside the dataset")
@@ -41,6 +43,12 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
     check.add_argument("--tolerance-s", type=float, default=1e-4, help="timestamp tolerance (LeRobot's default)")
     check.add_argument("--strict", action="store_true",
                        help="exit 1 on warnings too (statistics that are only approximate, as LeRobot writes them)")
+
+    look = sub.add_parser("look", help="a contact sheet (PNG) of the stored frames: a few episodes of every task")
+    look.add_argument("dataset", type=Path)
+    look.add_argument("--out", type=Path, default=None, help="PNG to write (default: <dataset>.look.png beside it)")
+    look.add_argument("--per-task", type=int, default=3, help="episodes of each task (the first ones)")
+    look.add_argument("--frames", type=int, default=4, help="frames of each camera, spread over the episode")
 
     stats = sub.add_parser("stats", help="recompute statistics (with quantiles); several datasets are pooled")
     stats.add_argument("datasets", type=Path, nargs="+")
@@ -68,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
     import av
 
     av.logging.set_libav_level(av.logging.FATAL)  # damaged videos are reported by us, once, with their location
-    commands = {"cache": _cache, "check": _check, "stats": _stats, "convert": _convert}
+    commands = {"cache": _cache, "check": _check, "look": _look, "stats": _stats, "convert": _convert}
     try:
         return commands[args.data_command](args)
     except DatasetError as err:
@@ -120,6 +128,13 @@ def _check(args: argparse.Namespace) -> int:
     else:
         print(f"ok: {args.dataset} has no problems (0 errors, 0 warnings)")
     return exit_code(problems, strict=args.strict)
+
+
+def _look(args: argparse.Namespace) -> int:
+    from vla.datasets.look import look
+
+    print(f"wrote {look(args.dataset, args.out, per_task=args.per_task, frames=args.frames)}")
+    return 0
 
 
 def _stats(args: argparse.Namespace) -> int:

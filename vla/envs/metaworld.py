@@ -18,6 +18,12 @@ path the hand's place tells the goal, a shortcut a policy can learn instead of l
 alone, measured, it did not matter). `start_noise` (cm) moves the hand's start by up to that much on each axis,
 drawn from the episode's seed; the objects and goal of a seed stay where they were. Evaluation keeps Meta-World's
 start (0).
+
+Several tasks in one process (a multi-task recording or rollout): each env renders in an OpenGL context of its own,
+and gymnasium's renderer makes its context current only when one env holds two viewers, so every env drew with the
+context created last, whose meshes and textures are another task's: garbage for any task whose scene differs from
+the last one made (the six-task recordings of the seventh to eleventh sessions; reach, push and pick-place share
+their scene, so three of them together were not hit). `render_camera` makes the env's own context current first.
 """
 
 from __future__ import annotations
@@ -139,7 +145,9 @@ class MetaWorldEnv(gym.Env):
         return self.render_camera("corner")
 
     def render_camera(self, camera: str) -> np.ndarray:
-        self.env.mujoco_renderer.camera_id = self._camera_ids[camera]
+        renderer = self.env.mujoco_renderer
+        renderer.camera_id = self._camera_ids[camera]
+        renderer._get_viewer("rgb_array").make_context_current()  # another env's may be current (module docstring)
         image = self.env.render()
         return np.flip(image, (0, 1)).copy() if CAMERAS[camera] in FLIPPED else image
 
