@@ -45,6 +45,8 @@ def test_vla_data_look_writes_a_png_beside_the_dataset(image_ds: Path, fresh_cop
     assert not (ds / "ds.look.png").exists()  # the dataset itself is untouched
 
 
-def test_vla_data_look_names_what_is_wrong(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_vla_data_look_names_what_is_wrong(image_ds: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["data", "look", str(tmp_path)]) == 2
     assert "meta/info.json is missing" in capsys.readouterr().err
+    assert main(["data", "look", str(image_ds), "--per-task", "0", "--out", str(tmp_path / "s.png")]) == 2
+    assert "must be at least 1" in capsys.readouterr().err

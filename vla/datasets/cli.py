@@ -133,7 +133,11 @@ def _check(args: argparse.Namespace) -> int:
 def _look(args: argparse.Namespace) -> int:
     from vla.datasets.look import look
 
-    print(f"wrote {look(args.dataset, args.out, per_task=args.per_task, frames=args.frames)}")
+    try:
+        print(f"wrote {look(args.dataset, args.out, per_task=args.per_task, frames=args.frames)}")
+    except ValueError as err:  # nothing to tile (no camera, cameras of different sizes) or a bad count
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     return 0
 
 

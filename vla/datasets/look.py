@@ -2,7 +2,7 @@
 
 One row per episode, the first few episodes of every task (its instruction on the row), and for each camera a few
 frames spread over the episode. The frames are the stored ones, read the way training reads them (the frame cache
-when there is one, else LeRobot's decoder), pixel for pixel, so what is wrong in the data shows: six sessions of
+when it is up to date, else LeRobot's decoder), pixel for pixel, so what is wrong in the data shows: six sessions of
 Meta-World recordings stored another task's scene for five of six tasks (a renderer drawing in the wrong OpenGL
 context) and every figure, loss and statistic looked plausible; one look at the frames would have shown it.
 `vla record` writes this sheet when it finishes.
@@ -36,6 +36,7 @@ def look_path(dataset_root: str | Path) -> Path:
 
 def build_sheet(dataset_root: str | Path, per_task: int = 3, frames: int = 4) -> Sheet:
     """The first `per_task` episodes of each task, `frames` frames of each camera from first to last."""
+    from vla.datasets.cache import cache_status
     from vla.datasets.cached_dataset import open_dataset
 
     if per_task < 1 or frames < 1:
@@ -45,7 +46,8 @@ def build_sheet(dataset_root: str | Path, per_task: int = 3, frames: int = 4) ->
     cameras = source.cameras
     if not cameras:
         raise ValueError(f"{root} stores no camera frames: nothing to look at")
-    dataset = open_dataset(f"local/{root.name}", root, return_uint8=True)
+    mode = "auto" if cache_status(root).valid else "off"  # a stale cache is not rebuilt for a look
+    dataset = open_dataset(f"local/{root.name}", root, mode=mode, return_uint8=True)
     chosen: dict[str, list] = {}
     for ep in source.episodes:
         if ep.length == 0:
@@ -122,6 +124,5 @@ def look(dataset_root: str | Path, out: str | Path | None = None, per_task: int 
     root = Path(dataset_root)
     sheet = build_sheet(root, per_task=per_task, frames=frames)
     tasks = len({task for task, _ in sheet.rows})
-    title = f"{root.name}: the first {per_task} episodes of each of {tasks} tasks, stored frames"
+    title = f"{root.name}: the stored frames of the first {per_task} episodes (at most) of each of {tasks} tasks"
     return write_sheet(sheet, out if out is not None else look_path(root), title=title)
-

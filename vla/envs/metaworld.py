@@ -22,8 +22,8 @@ start (0).
 Several tasks in one process (a multi-task recording or rollout): each env renders in an OpenGL context of its own,
 and gymnasium's renderer makes its context current only when one env holds two viewers, so every env drew with the
 context created last, whose meshes and textures are another task's: garbage for any task whose scene differs from
-the last one made (the six-task recordings of the seventh to eleventh sessions; reach, push and pick-place share
-their scene, so three of them together were not hit). `render_camera` makes the env's own context current first.
+the last one made (every six-task recording before 2026-12-07; reach, push and pick-place share their scene, so
+three of them together were not hit). `render_camera` makes the env's own context current first.
 """
 
 from __future__ import annotations
