@@ -91,7 +91,7 @@ def write_sheet(sheet: Sheet, out: str | Path, title: str = "", scale: float = 2
 
     h, w = sheet.cell
     dpi = 100
-    label_in, top_in = 2.6, 0.9  # inches for the row labels and for the title and column labels
+    label_in, top_in = 3.0, 0.9  # inches for the row labels and for the title and column labels
     fig_w = sheet.grid.shape[1] * scale / dpi + label_in
     fig_h = sheet.grid.shape[0] * scale / dpi + top_in
     fig = plt.figure(figsize=(fig_w, fig_h), dpi=dpi)
@@ -115,7 +115,7 @@ def write_sheet(sheet: Sheet, out: str | Path, title: str = "", scale: float = 2
     return out
 
 
-def shorten(text: str, width: int = 34) -> str:
+def shorten(text: str, width: int = 44) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
