@@ -149,6 +149,13 @@ class LeRobotSource:
         ep = self.episode_of(index)
         return f"episode {ep.index} frame {index - ep.start}"
 
+    def task_names(self) -> list[str]:
+        """The instructions of meta/tasks.parquet, in `task_index` order."""
+        path = self.root / "meta" / "tasks.parquet"
+        with reading(path):
+            table = pq.read_table(path).to_pandas()
+        return [str(t) for t in table.sort_values("task_index").index]
+
     # --- low-dimensional data ---------------------------------------------------------------------------------
 
     def read_lowdim(self, keys: list[str] | None = None) -> dict[str, np.ndarray]:

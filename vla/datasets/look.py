@@ -48,11 +48,12 @@ def build_sheet(dataset_root: str | Path, per_task: int = 3, frames: int = 4) ->
         raise ValueError(f"{root} stores no camera frames: nothing to look at")
     mode = "auto" if cache_status(root).valid else "off"  # a stale cache is not rebuilt for a look
     dataset = open_dataset(f"local/{root.name}", root, mode=mode, return_uint8=True)
+    names, task_index = source.task_names(), source.read_lowdim(["task_index"])["task_index"]
     chosen: dict[str, list] = {}
     for ep in source.episodes:
         if ep.length == 0:
             continue
-        task = str(dataset[ep.start]["task"])
+        task = names[int(task_index[ep.start])]
         if len(chosen.setdefault(task, [])) < per_task:
             chosen[task].append(ep)
     fractions = np.linspace(0.0, 1.0, frames) if frames > 1 else np.zeros(1)
@@ -74,7 +75,8 @@ def build_sheet(dataset_root: str | Path, per_task: int = 3, frames: int = 4) ->
 
 
 def to_hwc_uint8(frame: object) -> np.ndarray:
-    """A dataset frame (torch (3, H, W), uint8 or float in [0, 1]) as (H, W, 3) uint8."""
+    """A dataset frame, torch (3, H, W), as (H, W, 3) uint8: uint8 from the cache and from video, but float in
+    [0, 1] from LeRobot's PNG-stored frames (its `return_uint8` covers video only)."""
     array = np.asarray(frame)
     if array.dtype != np.uint8:
         array = np.clip(np.rint(array.astype(np.float32) * 255.0), 0, 255).astype(np.uint8)

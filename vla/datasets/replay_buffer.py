@@ -51,7 +51,6 @@ def short_key(feature: str) -> str:
 
 def lerobot_to_zarr(src: str | Path, dst: str | Path, zarr_format: int = 2, progress: bool = True) -> Path:
     """Write the LeRobot v3 dataset at `src` as a replay buffer at `dst` (which must not exist)."""
-    import pyarrow.parquet as pq
     import zarr
     from tqdm import tqdm
 
@@ -66,9 +65,7 @@ def lerobot_to_zarr(src: str | Path, dst: str | Path, zarr_format: int = 2, prog
     names = {k: short_key(k) for k in keys}
     if len(set(names.values())) < len(names):  # e.g. both observation.state and state: keep full names
         names = {k: k for k in keys}
-    with reading(source.root / "meta" / "tasks.parquet"):
-        table = pq.read_table(source.root / "meta" / "tasks.parquet").to_pandas()
-    tasks = [str(t) for t in table.sort_values("task_index").index]
+    tasks = source.task_names()
     tmp = dst.with_name(f".{dst.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     try:
