@@ -49,7 +49,7 @@ def train(data: Path, out: Path, steps: int, batch_size: int, preset: str, dtype
         assert proc.stdout is not None
         for line in proc.stdout:
             log.write(line)
-            match = re.search(r" step:\S+ .*loss:([\d.]+)", line)
+            match = re.search(r" step:\S+ .*? loss:([\d.]+)", line)  # the total (flow_loss, fast_loss follow)
             if match:  # logged every log_freq steps (LeRobot rounds the printed step, so count ourselves)
                 step = (len(losses) + 1) * LOG_FREQ
                 losses.append((step, float(match.group(1))))

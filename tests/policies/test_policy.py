@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import pytest
@@ -347,3 +348,38 @@ def test_cosine_as_planned_keeps_its_length_in_a_shorter_run() -> None:
     assert lr_after(100, scale=True) == pytest.approx(2.5e-6, rel=1e-3)  # LeRobot's: decayed over the 100 steps
     assert lr_after(5, scale=False) < 1e-3  # warming up
     assert lr_after(10, scale=False) == pytest.approx(1e-3, rel=1e-2)  # at the peak
+
+
+def test_fast_tokens_are_fitted_on_the_dataset_trained_beside_flow_and_saved(video_dataset: Path,
+                                                                             tmp_path: Path) -> None:  # fmt: skip
+    from lerobot.datasets import LeRobotDataset, LeRobotDatasetMetadata
+    from lerobot.policies import make_policy
+
+    meta = LeRobotDatasetMetadata("local/vla-synthetic", root=video_dataset)
+    cfg = VLAConfig(preset="tiny", chunk_size=6, n_action_steps=3, num_steps=2, device="cpu", push_to_hub=False,
+                    fast_loss_weight=0.5, fast_vocab_size=300)  # fmt: skip
+    torch.manual_seed(0)
+    policy = make_policy(cfg, ds_meta=meta)
+    assert cfg.fast_tokenizer is not None and policy.model.cfg.fast_vocab_size == 301  # 300 and the end token
+    pre, _ = make_vla_pre_post_processors(cfg, dataset_stats=meta.stats)
+    data = LeRobotDataset("local/vla-synthetic", root=video_dataset,
+                          delta_timestamps={"action": [i / meta.fps for i in range(6)]})  # fmt: skip
+    batch = pre(next(iter(torch.utils.data.DataLoader(data, batch_size=4))))
+    policy.train()
+    torch.manual_seed(1)
+    loss, info = policy.forward(batch)
+    assert loss.item() == pytest.approx(info["flow_loss"] + 0.5 * info["fast_loss"], rel=1e-5)
+    assert 0 < info["fast_loss"] < 2 * math.log(301)
+    policy.eval()
+    assert policy.forward(batch)[1] == {}  # no tokens outside training: evaluation loss is flow matching's
+    policy.save_pretrained(tmp_path)
+    loaded = VLAPolicy.from_pretrained(tmp_path)  # strict: the FAST embedding and head come back
+    assert loaded.config.fast_tokenizer == cfg.fast_tokenizer
+    torch.testing.assert_close(loaded.model.fast_head.weight, policy.model.fast_head.weight)
+
+
+def test_fast_without_a_dataset_says_how_to_get_a_tokenizer() -> None:
+    with pytest.raises(ValueError, match="build the policy from a dataset"):
+        VLAPolicy(make_config(fast_loss_weight=1.0))
+    with pytest.raises(ValueError, match="fast_loss_weight"):
+        make_config(fast_loss_weight=-1.0)

@@ -86,6 +86,12 @@ class VLAModelConfig:
     # training: noise and flow-time draws per observation; the prefix (cameras, words, state: most of a step's
     # compute) is computed once and shared by its draws, so the expert sees more targets for little more compute
     flow_samples: int = 1
+    # FAST action tokens (`vla.model.fast`) as an auxiliary loss: the VLM predicts the chunk's tokens one by one
+    # after the state token, cross-entropy weighted by `fast_loss_weight`; 0 tokens = off. `fast_insulate`
+    # (pi0.5's knowledge insulation): the expert reads the VLM's keys and values without passing its gradient back.
+    fast_vocab_size: int = 0
+    fast_loss_weight: float = 1.0
+    fast_insulate: bool = False
 
     # ---- derived sizes, computed here only ----
     @property
@@ -125,6 +131,10 @@ class VLAModelConfig:
             raise ValueError(f"augment_shift={self.augment_shift} must be >= 0")
         if self.state_noise < 0:
             raise ValueError(f"state_noise={self.state_noise} must be >= 0")
+        if self.fast_vocab_size and self.freeze_vlm:
+            raise ValueError("FAST action tokens train the VLM: they need freeze_vlm=False")
+        if self.fast_vocab_size < 0 or self.fast_loss_weight < 0:
+            raise ValueError("fast_vocab_size and fast_loss_weight must be >= 0")
         if self.flow_samples < 1:
             raise ValueError(f"flow_samples={self.flow_samples} must be >= 1")
         if not 0 <= self.rtc_max_delay < self.chunk_size:

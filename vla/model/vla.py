@@ -89,9 +89,13 @@ class VLAModel(nn.Module):
         self._fused_vlm = fused.FusedCache()
         self.int8 = False  # see `use_int8`
         self.image_cache: ImageEmbeddingCache | None = None  # see `vla.model.image_cache`; the policy sets it
+        if cfg.fast_vocab_size:  # FAST action tokens in, their next token out (`losses`)
+            self.fast_embed = nn.Embedding(cfg.fast_vocab_size, width)
+            self.fast_norm = nn.RMSNorm(width, eps=cfg.text.rms_norm_eps)
+            self.fast_head = nn.Linear(width, cfg.fast_vocab_size, bias=False)
         if cfg.freeze_vlm:
             self.backbone.requires_grad_(False)
-        else:
+        elif not cfg.fast_vocab_size:  # (the FAST head reads the last layer's output)
             # The expert reads only the keys and values of the last kept VLM layer: its queries, attention output,
             # MLP and second norm never reach the loss. Frozen, they take no gradient that would always be None
             # (which makes DDP wait for them, or need find_unused_parameters), and they keep their weights.
@@ -205,17 +209,23 @@ class VLAModel(nn.Module):
         mask (B, 1, L or 1, Lpast + L) bool says which keys each token sees; `past` holds earlier tokens'
         per-layer keys/values, which are attended to but not recomputed.
         """
+        return self._vlm_run(stack, x, positions, mask, past)[0]
+
+    def _vlm_run(self, stack: Stack, x: torch.Tensor, positions: torch.Tensor, mask: torch.Tensor,
+                 past: list[KV] | None = None, output: bool = False) -> tuple[list[KV], torch.Tensor]:
+        """`vlm_kv`, and with `output` the last layer's output tokens (B, L, D) too (else the input x: the expert
+        reads only keys and values, so the last layer's attention output and MLP are skipped)."""
         rot, mask, x = stack.rotary(*self.rotary(positions)), stack.mask(mask), stack.enter(x)
         out: list[KV] = []
         for i, layer in enumerate(stack.layers):
             q, k, v = layer.qkv(x, rot)
             out.append((k, v))
-            if i == len(stack.layers) - 1:
-                break  # the expert reads only keys and values: the last layer's output is never used
+            if i == len(stack.layers) - 1 and not output:
+                break
             if past is not None:
                 k, v = torch.cat([past[i][0], k], dim=2), torch.cat([past[i][1], v], dim=2)
             x = layer.finish(x, attention(q, k, v, mask))
-        return out
+        return out, x
 
     def _prefix_kv(self, context: torch.Tensor, ctx_valid: torch.Tensor, state: torch.Tensor) -> list[KV]:
         """Per-layer keys/values of the prefix [context; state] (B, Hkv, Lc + 1, hd)."""
@@ -241,11 +251,38 @@ class VLAModel(nn.Module):
         return [(torch.cat([kc, ks], dim=2), torch.cat([vc, vs], dim=2))
                 for (kc, vc), (ks, vs) in zip(ctx_kv, state_kv, strict=True)]
 
+    def _fast_prefix_kv(self, context: torch.Tensor, ctx_valid: torch.Tensor, state: torch.Tensor,
+                        ids: torch.Tensor, ids_valid: torch.Tensor, per_sample: bool) -> tuple[list[KV], torch.Tensor]:
+        """The prefix's per-layer keys/values as `_prefix_kv` gives them, and the FAST tokens' cross-entropy (a
+        scalar, or (B,)): the VLM runs [context; state; FAST tokens but the last], each FAST token a causal block
+        after the state (so the prefix never sees them), and predicts FAST token j at the position before it
+        (the first at the state token). ids, ids_valid (B, T) from `vla.model.fast.FastTokenizer.encode`."""
+        b, p, dev = context.shape[0], context.shape[1] + 1, context.device
+        inputs = self.fast_embed(ids[:, :-1]).to(context.dtype)
+        valid = torch.cat([ctx_valid, torch.ones(b, 1, dtype=torch.bool, device=dev), ids_valid[:, :-1]], dim=1)
+        ar = torch.zeros(valid.shape[1], device=dev)
+        ar[p - 1 :] = 1
+        kv, out = self._vlm_run(self.vlm_stack(False, fused.compute_dtype(context)),
+                                torch.cat([context, state, inputs], dim=1), positions_from_mask(valid),
+                                make_attn_mask(valid, ar)[:, None], output=True)  # fmt: skip
+        kv = [(k[:, :, :p], v[:, :, :p]) for k, v in kv]
+        if self.cfg.fast_insulate:
+            kv = [(k.detach(), v.detach()) for k, v in kv]
+        logits = self.fast_head(self.fast_norm(out[:, p - 1 :]))
+        ce = F.cross_entropy(logits.float().transpose(1, 2), ids, reduction="none") * ids_valid
+        if per_sample:
+            return kv, ce.sum(1) / ids_valid.sum(1).clamp(min=1)
+        return kv, ce.sum() / ids_valid.sum().clamp(min=1)
+
     def fill_cache(self, obs: Observation, chunk_len: int) -> PrefixCache:
         context, ctx_valid, state = self.embed_prefix(obs)
-        b, dev = context.shape[0], context.device
+        return self._cache(self._prefix_kv(context, ctx_valid, state), ctx_valid, chunk_len)
+
+    def _cache(self, prefix_kv: list[KV], ctx_valid: torch.Tensor, chunk_len: int) -> PrefixCache:
+        """The expert's `PrefixCache` from the prefix's per-layer VLM keys/values."""
+        b, dev = ctx_valid.shape[0], ctx_valid.device
         keys, values = [], []
-        for layer, (k, v) in zip(self.expert.blocks, self._prefix_kv(context, ctx_valid, state), strict=True):
+        for layer, (k, v) in zip(self.expert.blocks, prefix_kv, strict=True):
             if layer.cross:
                 k, v = self._cross_kv(layer, k, v)
             keys.append(k)
@@ -316,8 +353,19 @@ class VLAModel(nn.Module):
     # ------------------------------------------------------------------ training and sampling
     def compute_loss(self, obs: Observation, actions: torch.Tensor, action_is_pad: torch.Tensor,
                      noise: torch.Tensor | None = None, time: torch.Tensor | None = None,
-                     per_sample: bool = False, delay: torch.Tensor | None = None) -> torch.Tensor:
-        """Masked flow-matching MSE: a scalar, or (B,) with per_sample.
+                     per_sample: bool = False, delay: torch.Tensor | None = None,
+                     fast: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+        """The training loss: `losses`' flow-matching MSE plus `cfg.fast_loss_weight` times its FAST
+        cross-entropy (when `fast` tokens are given)."""
+        parts = self.losses(obs, actions, action_is_pad, noise, time, per_sample, delay, fast)
+        return parts["flow"] + self.cfg.fast_loss_weight * parts["fast"] if "fast" in parts else parts["flow"]
+
+    def losses(self, obs: Observation, actions: torch.Tensor, action_is_pad: torch.Tensor,
+               noise: torch.Tensor | None = None, time: torch.Tensor | None = None, per_sample: bool = False,
+               delay: torch.Tensor | None = None, fast: tuple[torch.Tensor, torch.Tensor] | None = None
+               ) -> dict[str, torch.Tensor]:  # fmt: skip
+        """{"flow": masked flow-matching MSE} and, given FAST token ids and validity (B, T) (`vla.model.fast`),
+        "fast": their next-token cross-entropy; each a scalar, or (B,) with per_sample.
 
         actions (B, H, A) with A <= max_action_dim; action_is_pad (B, H) bool; noise like the padded actions;
         time (B,) or per-token (B, H). Training-time RTC (`cfg.rtc_max_delay` > 0, or an explicit `delay` (B,)):
@@ -340,9 +388,19 @@ class VLAModel(nn.Module):
             time = rtc.prefix_times(time, delay, h)
             mask = mask * (torch.arange(h, device=mask.device)[None, :, None] >= delay[:, None, None])
         x_t, u_t = noisy_actions(actions, noise, time)
-        v_t = self.denoise_step(x_t, time, self.fill_cache(obs, h).repeat(draws))
+        parts = {}
+        if fast is None:
+            cache = self.fill_cache(obs, h)
+        elif not self.cfg.fast_vocab_size:
+            raise ValueError("FAST tokens given to a model built without them (fast_vocab_size=0)")
+        else:
+            context, ctx_valid, state = self.embed_prefix(obs)
+            kv, parts["fast"] = self._fast_prefix_kv(context, ctx_valid, state, *fast, per_sample)
+            cache = self._cache(kv, ctx_valid, h)
+        v_t = self.denoise_step(x_t, time, cache.repeat(draws))
         loss = masked_mse(v_t, u_t, mask, per_sample)
-        return loss.view(-1, draws).mean(1) if per_sample and draws > 1 else loss
+        parts["flow"] = loss.view(-1, draws).mean(1) if per_sample and draws > 1 else loss
+        return parts
 
     @torch.no_grad()
     def sample_actions(self, obs: Observation, noise: torch.Tensor | None = None, num_steps: int | None = None,

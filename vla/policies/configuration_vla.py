@@ -18,6 +18,7 @@ from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LambdaLR
 
 from vla.model.config import PRESETS, VISION_KINDS, VLAModelConfig
+from vla.model.fast import FastTokenizer
 from vla.policies.tokenizer import TOKENIZERS, WordTokenizer, build_vocabulary, default_kind
 
 DTYPES = ("float32", "bfloat16", "int8")
@@ -87,6 +88,15 @@ class VLAConfig(PreTrainedConfig):
     # A resumed run continues from the saved (averaged) weights.
     ema_decay: float = 0.0
 
+    # FAST action tokens (pi0-FAST: DCT + byte-pair encoding, `vla.model.fast`) predicted by the VLM after the
+    # state token, as an auxiliary cross-entropy with this weight beside flow matching; 0 = off. The BPE is fitted
+    # on the training dataset's normalised action chunks when the policy is built and saved in `fast_tokenizer`.
+    fast_loss_weight: float = 0.0
+    fast_vocab_size: int = 512  # BPE vocabulary (more than the 255 single coefficient values)
+    fast_scale: float = 10.0  # DCT coefficients are multiplied by this before rounding
+    fast_insulate: bool = False  # pi0.5's knowledge insulation: the expert's gradient does not reach the VLM
+    fast_tokenizer: str | None = None  # the fitted BPE (the `tokenizers` library's JSON)
+
     normalization_mapping: dict[str, NormalizationMode] = field(
         default_factory=lambda: {
             "VISUAL": NormalizationMode.IDENTITY,
@@ -133,6 +143,8 @@ class VLAConfig(PreTrainedConfig):
             raise ValueError(f"--policy.rtc_mode={self.rtc_mode!r} is not one of {RTC_MODES}")
         if not 0.0 <= self.ema_decay < 1.0:
             raise ValueError(f"--policy.ema_decay={self.ema_decay} must be in [0, 1) (0 = off)")
+        if self.fast_loss_weight < 0:
+            raise ValueError(f"--policy.fast_loss_weight={self.fast_loss_weight} must be >= 0 (0 = off)")
         if self.image_cache_mb < 0:
             raise ValueError(f"--policy.image_cache_mb={self.image_cache_mb} must be 0 (off) or a size in MiB")
         if not 1 <= self.n_action_steps <= self.chunk_size:  # type: ignore[operator]
@@ -183,8 +195,20 @@ class VLAConfig(PreTrainedConfig):
             max_action_dim=self.max_action_dim, tokenizer_max_length=self.tokenizer_max_length,
             augment_shift=self.augment_shift, flow_samples=self.flow_samples, state_noise=self.state_noise,
             freeze_vlm=self.vlm_frozen,
-            rtc_max_delay=self.rtc_max_delay,
+            rtc_max_delay=self.rtc_max_delay, fast_vocab_size=self.fast_tokens().vocab_size if self.fast_on else 0,
+            fast_loss_weight=self.fast_loss_weight, fast_insulate=self.fast_insulate,
         )
+
+    @property
+    def fast_on(self) -> bool:
+        return self.fast_loss_weight > 0
+
+    def fast_tokens(self) -> FastTokenizer:
+        """The fitted FAST tokenizer (`fast_tokenizer`); an error before it is fitted."""
+        if self.fast_tokenizer is None:
+            raise ValueError("--policy.fast_loss_weight > 0 needs a FAST tokenizer fitted on action chunks: build "
+                             "the policy from a dataset (lerobot-train / vla train do) or pass --policy.fast_tokenizer")
+        return FastTokenizer(self.fast_tokenizer, self.fast_scale)
 
     @property
     def vlm_frozen(self) -> bool:

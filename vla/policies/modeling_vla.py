@@ -16,6 +16,7 @@ from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from lerobot.policies import PreTrainedPolicy
@@ -32,6 +33,7 @@ from torch import Tensor
 from vla.allocator import keep_freed_memory
 from vla.model import Observation, VLAModel, rtc
 from vla.model.backbone import Backbone
+from vla.model.fast import FastTokenizer, chunks_from_episodes
 from vla.model.image_cache import ImageEmbeddingCache
 from vla.policies.configuration_vla import DTYPES, VLAConfig
 
@@ -56,6 +58,25 @@ def pad_tokens(tokens: Tensor, mask: Tensor, multiple: int) -> tuple[Tensor, Ten
     if not extra:
         return tokens, mask
     return F.pad(tokens, (0, extra)), F.pad(mask, (0, extra), value=False)
+
+
+def fit_fast_tokenizer(dataset_meta: Any, config: VLAConfig, stride: int = 2) -> FastTokenizer:
+    """The FAST tokenizer fitted on a LeRobot dataset's action chunks (every `stride`-th frame's chunk of
+    `chunk_size` actions, normalised with the dataset's mean and standard deviation as the policy's processor
+    normalises them), read from its parquet files."""
+    import pyarrow.parquet as pq
+
+    files = sorted(Path(dataset_meta.root, "data").glob("**/*.parquet"))
+    if not files:
+        raise FileNotFoundError(f"no parquet data under {dataset_meta.root}/data to fit the FAST tokenizer on")
+    tables = [pq.read_table(f, columns=[ACTION, "episode_index"]) for f in files]
+    actions = np.concatenate([np.stack(t.column(ACTION).to_numpy(zero_copy_only=False)) for t in tables])
+    episodes = np.concatenate([t.column("episode_index").to_numpy() for t in tables])
+    stats = dataset_meta.stats[ACTION]
+    mean, std = np.asarray(stats["mean"], np.float32), np.asarray(stats["std"], np.float32)
+    assert config.chunk_size is not None  # resolved in __post_init__
+    chunks = chunks_from_episodes((actions - mean) / (std + 1e-8), episodes, config.chunk_size, stride)
+    return FastTokenizer.fit(torch.from_numpy(chunks), config.fast_vocab_size, config.fast_scale)
 
 
 def offset_rng_per_rank() -> bool:
@@ -88,6 +109,9 @@ class VLAPolicy(PreTrainedPolicy):
         if tasks is not None and not _loading_checkpoint.get():  # a checkpoint keeps the tokenizer it was trained with
             config.adopt_dataset_tasks([str(task) for task in tasks.index])
         config.resolve_tokenizer()
+        if config.fast_on and config.fast_tokenizer is None and dataset_meta is not None:
+            config.fast_tokenizer = fit_fast_tokenizer(dataset_meta, config).to_json()
+        self.fast = config.fast_tokens() if config.fast_on else None
         self.config: VLAConfig = config
         if config.keep_freed_memory:
             keep_freed_memory()
@@ -233,9 +257,13 @@ class VLAPolicy(PreTrainedPolicy):
             raise KeyError(f"the batch has no '{ACTION_IS_PAD}'; load data with the policy's delta_timestamps")
         if self.training and not self._rank_rng_offset:
             self._rank_rng_offset = offset_rng_per_rank()
+        fast = self.fast.encode(actions) if self.fast is not None and self.training else None
         with self._autocast():
-            loss = self.model.compute_loss(obs, actions, batch[ACTION_IS_PAD], per_sample=reduction == "none")
-        return loss, {}
+            parts = self.model.losses(obs, actions, batch[ACTION_IS_PAD], per_sample=reduction == "none", fast=fast)
+        if "fast" not in parts:
+            return parts["flow"], {}
+        loss = parts["flow"] + self.config.fast_loss_weight * parts["fast"]
+        return loss, {"flow_loss": parts["flow"].mean().item(), "fast_loss": parts["fast"].mean().item()}
 
     def supports_rtc(self) -> bool:
         """LeRobot's real-time chunking contract (`lerobot-rollout --inference.type=rtc`): see predict_action_chunk."""
