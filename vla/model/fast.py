@@ -15,17 +15,20 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
+from functools import cache
 
 import numpy as np
 import torch
 from tokenizers import Tokenizer, models, trainers
+from torch.nn.utils.rnn import pad_sequence
 
 CLIP = 127  # coefficients beyond +-CLIP (after scaling) are clipped; an alphabet of 2 * CLIP + 1 values
 FIRST_CHAR = 0x100  # coefficient -CLIP is written as this character, -CLIP + 1 as the next, ...
 
 
+@cache  # built once per chunk length, not on every training step
 def dct_matrix(n: int) -> torch.Tensor:
-    """(n, n) orthonormal DCT-II: coefficients = M @ signal, signal = M.T @ coefficients."""
+    """(n, n) orthonormal DCT-II: coefficients = M @ signal, signal = M.T @ coefficients (read-only)."""
     k = torch.arange(n, dtype=torch.float64)[:, None]
     i = torch.arange(n, dtype=torch.float64)[None, :]
     m = torch.cos(math.pi * (i + 0.5) * k / n) * math.sqrt(2.0 / n)
@@ -87,13 +90,9 @@ class FastTokenizer:
         """(B, H, A) normalised chunks -> ids (B, T) int64 (each row ends with `eos`, then padding) and their
         validity (B, T) bool."""
         texts = [to_text(row) for row in quantise(chunks.detach().cpu(), self.scale).tolist()]
-        rows = [[*enc.ids, self.eos] for enc in self.bpe.encode_batch(texts)]
-        length = max(len(row) for row in rows)
-        ids = torch.full((len(rows), length), self.eos, dtype=torch.int64)
-        valid = torch.zeros(len(rows), length, dtype=torch.bool)
-        for i, row in enumerate(rows):
-            ids[i, : len(row)] = torch.tensor(row)
-            valid[i, : len(row)] = True
+        rows = [torch.tensor([*enc.ids, self.eos]) for enc in self.bpe.encode_batch(texts)]
+        ids = pad_sequence(rows, batch_first=True, padding_value=self.eos)
+        valid = torch.arange(ids.shape[1])[None, :] < torch.tensor([len(row) for row in rows])[:, None]
         return ids.to(chunks.device), valid.to(chunks.device)
 
     def decode(self, ids: list[list[int]], horizon: int, action_dim: int) -> torch.Tensor:

@@ -64,14 +64,10 @@ def fit_fast_tokenizer(dataset_meta: Any, config: VLAConfig, stride: int = 2) ->
     """The FAST tokenizer fitted on a LeRobot dataset's action chunks (every `stride`-th frame's chunk of
     `chunk_size` actions, normalised with the dataset's mean and standard deviation as the policy's processor
     normalises them), read from its parquet files."""
-    import pyarrow.parquet as pq
+    from vla.datasets.lerobot_io import LeRobotSource
 
-    files = sorted(Path(dataset_meta.root, "data").glob("**/*.parquet"))
-    if not files:
-        raise FileNotFoundError(f"no parquet data under {dataset_meta.root}/data to fit the FAST tokenizer on")
-    tables = [pq.read_table(f, columns=[ACTION, "episode_index"]) for f in files]
-    actions = np.concatenate([np.stack(t.column(ACTION).to_numpy(zero_copy_only=False)) for t in tables])
-    episodes = np.concatenate([t.column("episode_index").to_numpy() for t in tables])
+    columns = LeRobotSource(dataset_meta.root).read_lowdim([ACTION, "episode_index"])
+    actions, episodes = columns[ACTION].astype(np.float32), columns["episode_index"]
     stats = dataset_meta.stats[ACTION]
     mean, std = np.asarray(stats["mean"], np.float32), np.asarray(stats["std"], np.float32)
     assert config.chunk_size is not None  # resolved in __post_init__
