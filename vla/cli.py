@@ -101,6 +101,9 @@ def build_parser() -> argparse.ArgumentParser:
                              "small objects (at 96 px it erased Meta-World's goal marker)")
     rec.add_argument("--keep-failed", action="store_true", help="also save episodes where the expert failed")
     rec.add_argument("--seed", type=int, default=0, help="seed of the first episode")
+    rec.add_argument("--workers", type=POSITIVE_INT, default=1,
+                     help="processes recording at once, e.g. the number of cores (a new dataset: not with --resume); "
+                          "their shards are joined into --out at the end, or when stopped")  # fmt: skip
     rec.add_argument("--repo-id", default=None)
     rec.add_argument("--commit-every", type=number(float, low=0), default=30.0, metavar="SECONDS",
                      help="make the dataset loadable this often; a SIGKILL loses what was saved since (0: after "
@@ -144,11 +147,12 @@ def run_record(args: argparse.Namespace) -> None:
             args.env, args.episodes, args.out, resume=args.resume, image_size=parse_size(args.image_size),
             use_videos=not args.images, keep_failed=args.keep_failed, seed=args.seed, repo_id=args.repo_id,
             commit_every=args.commit_every, action_noise=args.action_noise, start_noise=args.start_noise,
-            top_up=args.top_up,
+            top_up=args.top_up, workers=args.workers,
         )  # fmt: skip
     except KeyboardInterrupt:
-        print(f"\ninterrupted: the episodes saved so far are kept in {args.out}; run the same command with --resume "
-              "to add more (--resume --top-up to fill each env up to --episodes)", file=sys.stderr)
+        how = "the same command with --resume" if args.workers == 1 else "it again with --resume and --workers 1"
+        print(f"\ninterrupted: the episodes saved so far are kept in {args.out}; run {how} to add more (--resume "
+              "--top-up to fill each env up to --episodes)", file=sys.stderr)
         raise SystemExit(130) from None
     if summary.rolled_back:
         print(f"{summary.rolled_back} episodes saved after the last commit of the killed recording were dropped")

@@ -114,8 +114,10 @@ def run_sim(out: Path, env: str, steps: int, episodes: int, batch_size: int, pre
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
     repo_id = f"local/{env.replace('/', '_')}"
-    print(f"[1/4] recording {episodes} scripted-expert episodes of {env} (LeRobot v3, video, two 96x96 cameras)")
-    summary = record(env, episodes, out / "data", repo_id=repo_id)
+    workers = max(1, min(4, len(os.sched_getaffinity(0))))  # one recording process a core
+    print(f"[1/4] recording {episodes} scripted-expert episodes of {env} (LeRobot v3, video, two 96x96 cameras, "
+          f"{workers} at once)")
+    summary = record(env, episodes, out / "data", repo_id=repo_id, workers=workers)
     print(f"      {summary.frames} frames in {summary.seconds:.0f} s; expert {summary.successes}/{summary.attempted}")
     started = time.time()
     cache = build_cache(out / "data", progress=False)  # vla train then reads frames from it, not from video

@@ -372,6 +372,80 @@ def test_record_survives_sigkill_mid_episode_and_resumes(tmp_path: Path) -> None
     check(resumed)
 
 
+def test_parallel_recording_joins_its_shards_into_one_dataset_of_disjoint_seeds(tmp_path: Path) -> None:
+    """Two workers record 5 episodes: worker 0 seeds 0, 2, 4 and worker 1 seeds 1, 3, joined in that order into
+    one clean dataset, whose record state lets a one-worker --resume carry on with fresh seeds."""
+    from lerobot.datasets import LeRobotDataset
+
+    from vla.datasets.check import check_dataset
+    from vla.envs.collect import record
+    from vla.envs.registry import make_so101
+
+    out = tmp_path / "reach"
+    kwargs: dict[str, Any] = {"image_size": (32, 32), "use_videos": False, "progress": False}
+    summary = record("so101/reach", 5, out, workers=2, **kwargs)
+    assert (summary.saved, summary.attempted, summary.successes) == (5, 5, 5) and summary.frames > 0
+    assert not out.with_name(".reach.shards").exists()
+    ds = LeRobotDataset("local/so101_reach", root=out)
+    assert ds.meta.total_episodes == 5 and len(ds) == ds.meta.total_frames == summary.frames
+    assert not check_dataset(out), check_dataset(out)  # statistics recomputed over the joined data
+    env = make_so101("reach", image_size=(32, 32))
+    for episode, seed in enumerate((0, 2, 4, 1, 3)):
+        obs, _ = env.reset(seed=seed)
+        first = ds[ds.meta.episodes[episode]["dataset_from_index"]]
+        assert first["episode_index"].item() == episode
+        np.testing.assert_array_equal(first["observation.state"].numpy(), obs["agent_pos"])
+    env.close()
+    state = json.loads((out / "meta/vla_record.json").read_text())
+    assert state["next_seed"] == 6 and state["episode_env"] == [0] * 5  # worker 0's next seed is 6
+    with pytest.raises(ValueError, match="one worker"):
+        record("so101/reach", 1, out, resume=True, workers=2, **kwargs)
+    with pytest.raises(FileExistsError, match="already exists"):
+        record("so101/reach", 1, out, workers=2, **kwargs)
+    record("so101/reach", 1, out, resume=True, **kwargs)
+    assert LeRobotDataset("local/so101_reach", root=out).meta.total_episodes == 6
+    assert json.loads((out / "meta/vla_record.json").read_text())["next_seed"] == 7
+
+
+def test_parallel_recording_stopped_with_ctrl_c_keeps_what_its_workers_saved(tmp_path: Path) -> None:
+    """Ctrl-C reaches the whole process group, as from a terminal: the workers leave stopping to the parent, which
+    stops them, joins what they saved into --out and exits 130."""
+    import signal
+    import time
+
+    from lerobot.datasets import LeRobotDataset
+
+    from vla.datasets.check import check_dataset
+
+    def ctrl_c_as_in_a_terminal() -> None:  # a process started by `make test &` inherits SIGINT ignored
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+    out = tmp_path / "reach"
+    vla = str(Path(sys.executable).with_name("vla"))
+    cmd = [vla, "record", "--env", "so101/reach", "--episodes", "100", "--out", str(out), "--image-size", "32x32",
+           "--workers", "2", "--commit-every", "0"]
+    log = (tmp_path / "record.log").open("w")  # not a pipe: the encoders' chatter would fill it and block them
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=log, start_new_session=True,
+                            preexec_fn=ctrl_c_as_in_a_terminal)
+    states = [out.with_name(".reach.shards") / f"{k:02d}" / "meta/vla_record.json" for k in range(2)]
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and proc.poll() is None:  # both workers have saved an episode
+        if all(s.is_file() and json.loads(s.read_text()).get("episode_env") for s in states):
+            break
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGINT)
+    proc.wait(timeout=120)
+    log.close()
+    err = (tmp_path / "record.log").read_text()
+    assert proc.returncode == 130, err[-2000:]
+    assert "interrupted" in err and not out.with_name(".reach.shards").exists()
+    ds = LeRobotDataset("local/so101_reach", root=out)
+    assert 2 <= ds.meta.total_episodes < 100 and len(ds) == ds.meta.total_frames
+    assert not check_dataset(out, frames=False), check_dataset(out, frames=False)
+    state = json.loads((out / "meta/vla_record.json").read_text())
+    assert len(state["episode_env"]) == ds.meta.total_episodes
+
+
 def test_expert_rollout_reports_success_and_writes_videos(tmp_path: Path) -> None:
     from vla.envs.rollout import EVAL_SEED, rollout, wilson
 

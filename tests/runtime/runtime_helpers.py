@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import os
 import select
+import signal
 import socket
 import subprocess
 import sys
@@ -98,6 +99,13 @@ def read_error(sock: socket.socket, timeout: float = 5.0) -> Error:
 # ---- a server in its own process -------------------------------------------------------------------------------
 
 
+def ctrl_c_as_in_a_terminal() -> None:
+    """For `Popen(preexec_fn=...)`: SIGINT back to its default, as in a terminal's foreground process. A process
+    started in the background by a non-interactive shell (`make test &`) inherits SIGINT ignored, and Python then
+    never raises KeyboardInterrupt, so a Ctrl-C test would fail for a reason of the caller's making."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def spawn_server(*args: str, log: Path, timeout: float = 20.0) -> tuple[subprocess.Popen[str], str]:
     """`python -m vla.runtime.cli serve ARGS` in a subprocess -> (process, its tcp:// URL from the first line).
 
@@ -105,7 +113,8 @@ def spawn_server(*args: str, log: Path, timeout: float = 20.0) -> tuple[subproce
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     with log.open("a") as stderr:
         proc = subprocess.Popen([sys.executable, "-m", "vla.runtime.cli", "serve", *args], cwd=REPO, env=env,
-                                stdout=subprocess.PIPE, stderr=stderr, text=True)  # fmt: skip
+                                stdout=subprocess.PIPE, stderr=stderr, text=True,
+                                preexec_fn=ctrl_c_as_in_a_terminal)  # fmt: skip
     assert proc.stdout is not None
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

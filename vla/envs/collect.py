@@ -1,12 +1,14 @@
 """`vla record`: run a scripted expert in an env and write its episodes to a LeRobot v3 dataset.
 
-Each frame is (observation before the action, the action, the instruction as the task). Episode i of a recording
+Each frame is (observation before the action, the action, the instruction as the task). Attempt i of a recording
 uses seed `seed + i`; the next unused seed is kept in `meta/vla_record.json`, so `--resume` continues with fresh
-initial states. Failed expert episodes are dropped unless `keep_failed`. At the end the dataset's statistics are
-recomputed exactly over all episodes (`vla.datasets.stats`). The dataset is committed (made loadable) every
-`commit_every` seconds and at the end; a killed recording loses the episodes since its last commit, and `--resume`
-rolls it back to that commit (`vla.datasets.writer`; their seeds are not reused). Rollouts (`vla.envs.rollout`)
-use seeds from `EVAL_SEED` up, disjoint from these.
+initial states. With `workers` (`--workers N`), N processes record shards of a new dataset at once, worker k
+taking seeds seed+k, seed+k+N, ..., and LeRobot's `aggregate_datasets` joins them at the end (or when stopped),
+worker 0's episodes first. Failed expert episodes are dropped unless `keep_failed`. At the end the dataset's
+statistics are recomputed exactly over all episodes (`vla.datasets.stats`). The dataset is committed (made
+loadable) every `commit_every` seconds and at the end; a killed recording loses the episodes since its last commit,
+and `--resume` rolls it back to that commit (`vla.datasets.writer`; their seeds are not reused). Rollouts
+(`vla.envs.rollout`) use seeds from `EVAL_SEED` up, disjoint from these.
 
 Frames are stored as H.264 video (LeRobot's `yuv420p`, CRF 30), or with `use_videos=False` exactly, as PNG images
 in the parquet data (about 20x larger). Video is lossy: at 96 px its half-resolution colour erased Meta-World's 2-3
@@ -38,6 +40,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -76,6 +79,13 @@ def env_names(spec: str | Sequence[str]) -> list[str]:
     if len(set(names)) != len(names):
         raise ValueError(f"an env is listed twice in {','.join(names)}")
     return names
+
+
+def default_repo_id(names: list[str]) -> str:
+    """local/so101_stack for one env, local/metaworld_6tasks for six."""
+    if len(names) == 1:
+        return "local/" + names[0].replace("/", "_")
+    return f"local/{names[0].partition('/')[0]}_{len(names)}tasks"
 
 
 def _check_noise(action_noise: float, names: list[str], envs: list[Any]) -> None:
@@ -117,6 +127,8 @@ def record(
     action_noise: float = 0.0,
     start_noise: float | None = None,
     top_up: bool = False,
+    workers: int = 1,
+    seed_step: int = 1,
 ) -> RecordSummary:
     from tqdm import tqdm
 
@@ -124,6 +136,15 @@ def record(
         raise ValueError("top_up counts the episodes already in a dataset: it needs resume (--resume)")
     out = Path(out)
     names = env_names(env_name)
+    if workers > 1:
+        if resume:
+            raise ValueError("recording with several workers writes a new dataset; append to an existing one with "
+                             "--resume and one worker (--workers 1)")  # fmt: skip
+        return _record_in_parallel(names, episodes, out, workers, seed, progress, dict(
+            image_size=image_size, use_videos=use_videos, keep_failed=keep_failed, repo_id=repo_id,
+            commit_every=commit_every, action_noise=action_noise, start_noise=start_noise))  # fmt: skip
+    if workers < 1 or seed_step < 1:
+        raise ValueError(f"workers ({workers}) and seed_step ({seed_step}) must be at least 1")
     label = ",".join(names)
     state_path = out / RECORD_META
     next_seed = seed
@@ -136,8 +157,7 @@ def record(
         _check_same_settings(out, state, settings)
         next_seed = int(state["next_seed"])
         origins = state.get("episode_env")
-    default_id = names[0].replace("/", "_") if len(names) == 1 else f"{names[0].partition('/')[0]}_{len(names)}tasks"
-    repo_id = repo_id or f"local/{default_id}"
+    repo_id = repo_id or default_repo_id(names)
     start = time.perf_counter()
     counts = {name: {"saved": 0, "attempted": 0, "successes": 0} for name in names}
     frames = 0
@@ -177,7 +197,7 @@ def record(
                         continue
                     count["attempted"] += 1
                     success = _play(env, expert, next_seed, writer, action_noise)
-                    next_seed += 1
+                    next_seed += seed_step
                     count["successes"] += success
                     if success or keep_failed:
                         frames += writer.pending
@@ -199,6 +219,126 @@ def record(
         write_stats(compute_stats([out], progress=False), out / "meta" / "stats.json")
     return RecordSummary(saved, attempted, successes, frames, time.perf_counter() - start, out, rolled_back,
                          per_env=counts if len(names) > 1 else {})  # fmt: skip
+
+
+def _record_in_parallel(names: list[str], episodes: int, out: Path, workers: int, seed: int, progress: bool,
+                        options: dict[str, Any]) -> RecordSummary:
+    """`workers` processes record shards of the dataset beside `out` (worker k plays seeds seed+k, seed+k+workers,
+    ...), then LeRobot's `aggregate_datasets` joins them into `out`, shard 0's episodes first. On Ctrl-C or SIGTERM
+    each worker commits what it saved and the shards are joined all the same, then KeyboardInterrupt is raised."""
+    import multiprocessing
+    import shutil
+    import signal
+
+    from lerobot.datasets import aggregate_datasets
+    from tqdm import tqdm
+
+    from vla.datasets.writer import rollback_to_commit, write_commit
+
+    if out.exists():
+        raise FileExistsError(f"{out} already exists; record into a new --out, or append with --resume and one worker")
+    shards = out.with_name(f".{out.name}.shards")
+    if shards.exists():
+        raise FileExistsError(f"{shards} holds the shards of a parallel recording that was killed before they were "
+                              f"joined; delete it to record again")  # fmt: skip
+    workers = min(workers, episodes) if episodes > 0 else 1
+    label = ",".join(names)
+    repo_id = options["repo_id"] or default_repo_id(names)
+    context = multiprocessing.get_context("spawn")  # a fresh interpreter each: no forked OpenGL or torch state
+    jobs = []
+    for k in range(workers):
+        shard = shards / f"{k:02d}"
+        kwargs = dict(options, env_name=names, episodes=episodes // workers + (k < episodes % workers), out=shard,
+                      seed=seed + k, seed_step=workers, repo_id=repo_id, progress=False)  # fmt: skip
+        jobs.append((shard, context.Process(target=_shard_worker, args=(kwargs,), name=f"record-{k}")))
+    start = time.perf_counter()
+    bar = tqdm(total=episodes * len(names), desc=f"recording {label} ({workers} workers)", unit="ep",
+               disable=not progress)  # fmt: skip
+    interrupted = False
+    try:
+        with sigterm_as_interrupt():
+            try:
+                for _, job in jobs:
+                    job.start()
+                while any(job.is_alive() for _, job in jobs):
+                    bar.n = sum(len(_record_state(shard).get("episode_env", [])) for shard, _ in jobs)
+                    bar.refresh()
+                    time.sleep(0.5)
+            except KeyboardInterrupt:
+                interrupted = True
+                for _, job in jobs:  # each commits what it saved (the workers ignore the terminal's Ctrl-C)
+                    if job.is_alive() and job.pid is not None:
+                        os.kill(job.pid, signal.SIGTERM)
+            for _, job in jobs:
+                while job.pid is not None and job.exitcode is None:
+                    with contextlib.suppress(KeyboardInterrupt):  # a second Ctrl-C does not abandon the join
+                        job.join()
+    finally:
+        bar.close()
+    failed = [f"worker {k} (exit {job.exitcode})" for k, (_, job) in enumerate(jobs) if job.exitcode not in (0, None)]
+    states = [_record_state(shard) for shard, _ in jobs]
+    full = [shard for shard, _ in jobs if (shard / "meta/info.json").is_file()]
+    for shard in full:
+        rollback_to_commit(shard)
+    full = [shard for shard in full if _episodes_in(shard) > 0]
+    if full:
+        aggregate_datasets([repo_id] * len(full), repo_id, roots=full, aggr_root=out)
+        # the episodes each shard kept after its rollback, in the order they were joined
+        origins = [i for shard in full
+                   for i in _record_state(shard).get("episode_env", [])[: _episodes_in(shard)]]  # fmt: skip
+        write_json_atomic(out / RECORD_META, {
+            "env": label, "next_seed": max(int(state.get("next_seed", seed)) for state in states),
+            "action_noise": options["action_noise"], "start_noise": options["start_noise"], "episode_env": origins,
+        })  # fmt: skip
+        write_stats(compute_stats([out], progress=False), out / "meta" / "stats.json")
+        write_commit(out, _episodes_in(out))
+    shutil.rmtree(shards, ignore_errors=True)
+    if failed and not interrupted:
+        kept = f"the episodes the others saved are in {out}" if full else "nothing was saved"
+        raise RuntimeError(f"{', '.join(failed)} of the parallel recording failed (its error is printed above); "
+                           f"{kept}")  # fmt: skip
+    summaries: list[dict[str, Any]] = [state["summary"] for state in states if "summary" in state]
+    if interrupted or len(summaries) < len(states):
+        raise KeyboardInterrupt
+    per_env: dict[str, dict[str, int]] = {name: {"saved": 0, "attempted": 0, "successes": 0} for name in names}
+    for summary in summaries:
+        for name, count in summary["counts"].items():
+            for key, value in count.items():
+                per_env[name][key] += value
+    saved, attempted, successes = _totals(per_env, "saved", "attempted", "successes")
+    return RecordSummary(saved, attempted, successes, sum(s["frames"] for s in summaries), time.perf_counter() - start,
+                         out, per_env=per_env if len(names) > 1 else {})  # fmt: skip
+
+
+def _episodes_in(root: Path) -> int:
+    return int(json.loads((root / "meta/info.json").read_text())["total_episodes"])
+
+
+def _record_state(root: Path) -> dict[str, Any]:
+    try:
+        return json.loads((root / RECORD_META).read_text())
+    except (OSError, ValueError):  # not written yet, or being replaced
+        return {}
+
+
+def _shard_worker(kwargs: dict[str, Any]) -> None:
+    """One worker of `_record_in_parallel`: Ctrl-C in the terminal is left to the parent, which stops the worker
+    with SIGTERM; its counts go into the shard's record state for the parent to add up."""
+    import multiprocessing
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # a spawned process defaults to spawning its own children, and LeRobot encodes each episode's cameras in a process
+    # pool: a fresh interpreter per camera per episode (8 s an episode on 2 cores) where `vla record` alone forks
+    multiprocessing.set_start_method("fork", force=True)
+    try:
+        summary = record(**kwargs)
+    except KeyboardInterrupt:  # the parent's SIGTERM: what was saved is committed
+        return
+    counts = summary.per_env or {kwargs["env_name"][0]: {
+        "saved": summary.saved, "attempted": summary.attempted, "successes": summary.successes}}  # fmt: skip
+    path = Path(kwargs["out"]) / RECORD_META
+    write_json_atomic(path, {**json.loads(path.read_text()), "summary": {"counts": counts, "frames": summary.frames}})
 
 
 def _check_same_settings(out: Path, state: dict[str, Any], settings: dict[str, float | None]) -> None:
