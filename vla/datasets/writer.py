@@ -67,7 +67,7 @@ class EpisodeWriter:
         if resume and (self.root / "meta" / "info.json").is_file():
             self._remove_unsaved_frames()
             self.rolled_back = rollback_to_commit(self.root)
-        if resume and _total_episodes(self.root) > 0:
+        if resume and total_episodes(self.root) > 0:
             self.dataset = self._open()
             self._check_compatible(features, fps)
         else:
@@ -186,7 +186,7 @@ def rollback_to_commit(root: Path) -> int:
     if not record.is_file():
         return 0
     commit = json.loads(record.read_text())
-    dropped = max(0, _total_episodes(root) - int(commit["episodes"]))
+    dropped = max(0, total_episodes(root) - int(commit["episodes"]))
     kept: dict[str, int] = commit["files"]
     now = _committed_files(root)
     changed = [name for name, size in kept.items() if now.get(name) != size]
@@ -205,7 +205,7 @@ def rollback_to_commit(root: Path) -> int:
     return dropped
 
 
-def _total_episodes(root: Path) -> int:
+def total_episodes(root: Path) -> int:
     info = root / "meta/info.json"
     return int(json.loads(info.read_text()).get("total_episodes", 0)) if info.is_file() else 0
 
@@ -215,4 +215,4 @@ def uncommitted_episodes(root: str | Path) -> int:
     root = Path(root)
     if not (root / COMMIT_FILE).is_file():
         return 0
-    return max(0, _total_episodes(root) - int(json.loads((root / COMMIT_FILE).read_text())["episodes"]))
+    return max(0, total_episodes(root) - int(json.loads((root / COMMIT_FILE).read_text())["episodes"]))

@@ -129,6 +129,7 @@ def record(
     top_up: bool = False,
     workers: int = 1,
     seed_step: int = 1,
+    exact_stats: bool = True,
 ) -> RecordSummary:
     from tqdm import tqdm
 
@@ -214,7 +215,7 @@ def record(
         finally:
             bar.close()
     saved, attempted, successes = _totals(counts, "saved", "attempted", "successes")
-    if saved or resume:
+    if exact_stats and (saved or resume):
         # LeRobot 0.4.4 averages per-episode quantiles and image deviations; recompute them over all the data
         write_stats(compute_stats([out], progress=False), out / "meta" / "stats.json")
     return RecordSummary(saved, attempted, successes, frames, time.perf_counter() - start, out, rolled_back,
@@ -233,7 +234,7 @@ def _record_in_parallel(names: list[str], episodes: int, out: Path, workers: int
     from lerobot.datasets import aggregate_datasets
     from tqdm import tqdm
 
-    from vla.datasets.writer import rollback_to_commit, write_commit
+    from vla.datasets.writer import rollback_to_commit, total_episodes, write_commit
 
     if out.exists():
         raise FileExistsError(f"{out} already exists; record into a new --out, or append with --resume and one worker")
@@ -248,8 +249,9 @@ def _record_in_parallel(names: list[str], episodes: int, out: Path, workers: int
     jobs = []
     for k in range(workers):
         shard = shards / f"{k:02d}"
+        # each shard's exact statistics would be thrown away: they are computed once, over the joined dataset
         kwargs = dict(options, env_name=names, episodes=episodes // workers + (k < episodes % workers), out=shard,
-                      seed=seed + k, seed_step=workers, repo_id=repo_id, progress=False)  # fmt: skip
+                      seed=seed + k, seed_step=workers, repo_id=repo_id, progress=False, exact_stats=False)  # fmt: skip
         jobs.append((shard, context.Process(target=_shard_worker, args=(kwargs,), name=f"record-{k}")))
     start = time.perf_counter()
     bar = tqdm(total=episodes * len(names), desc=f"recording {label} ({workers} workers)", unit="ep",
@@ -276,28 +278,26 @@ def _record_in_parallel(names: list[str], episodes: int, out: Path, workers: int
     finally:
         bar.close()
     failed = [f"worker {k} (exit {job.exitcode})" for k, (_, job) in enumerate(jobs) if job.exitcode not in (0, None)]
-    states = [_record_state(shard) for shard, _ in jobs]
-    full = [shard for shard, _ in jobs if (shard / "meta/info.json").is_file()]
-    for shard in full:
-        rollback_to_commit(shard)
-    full = [shard for shard in full if _episodes_in(shard) > 0]
+    states = {shard: _record_state(shard) for shard, _ in jobs}
+    for shard in states:
+        rollback_to_commit(shard)  # a worker killed outright keeps what it had committed
+    full = [shard for shard in states if total_episodes(shard) > 0]
     if full:
         aggregate_datasets([repo_id] * len(full), repo_id, roots=full, aggr_root=out)
         # the episodes each shard kept after its rollback, in the order they were joined
-        origins = [i for shard in full
-                   for i in _record_state(shard).get("episode_env", [])[: _episodes_in(shard)]]  # fmt: skip
+        origins = [i for shard in full for i in states[shard].get("episode_env", [])[: total_episodes(shard)]]
         write_json_atomic(out / RECORD_META, {
-            "env": label, "next_seed": max(int(state.get("next_seed", seed)) for state in states),
+            "env": label, "next_seed": max(int(state.get("next_seed", seed)) for state in states.values()),
             "action_noise": options["action_noise"], "start_noise": options["start_noise"], "episode_env": origins,
         })  # fmt: skip
         write_stats(compute_stats([out], progress=False), out / "meta" / "stats.json")
-        write_commit(out, _episodes_in(out))
+        write_commit(out, total_episodes(out))
     shutil.rmtree(shards, ignore_errors=True)
     if failed and not interrupted:
         kept = f"the episodes the others saved are in {out}" if full else "nothing was saved"
         raise RuntimeError(f"{', '.join(failed)} of the parallel recording failed (its error is printed above); "
                            f"{kept}")  # fmt: skip
-    summaries: list[dict[str, Any]] = [state["summary"] for state in states if "summary" in state]
+    summaries: list[dict[str, Any]] = [state["summary"] for state in states.values() if "summary" in state]
     if interrupted or len(summaries) < len(states):
         raise KeyboardInterrupt
     per_env: dict[str, dict[str, int]] = {name: {"saved": 0, "attempted": 0, "successes": 0} for name in names}
@@ -308,10 +308,6 @@ def _record_in_parallel(names: list[str], episodes: int, out: Path, workers: int
     saved, attempted, successes = _totals(per_env, "saved", "attempted", "successes")
     return RecordSummary(saved, attempted, successes, sum(s["frames"] for s in summaries), time.perf_counter() - start,
                          out, per_env=per_env if len(names) > 1 else {})  # fmt: skip
-
-
-def _episodes_in(root: Path) -> int:
-    return int(json.loads((root / "meta/info.json").read_text())["total_episodes"])
 
 
 def _record_state(root: Path) -> dict[str, Any]:

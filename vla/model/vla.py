@@ -357,7 +357,10 @@ class VLAModel(nn.Module):
                      fast: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
         """The training loss: `losses`' flow-matching MSE plus `cfg.fast_loss_weight` times its FAST
         cross-entropy (when `fast` tokens are given)."""
-        parts = self.losses(obs, actions, action_is_pad, noise, time, per_sample, delay, fast)
+        return self.total_loss(self.losses(obs, actions, action_is_pad, noise, time, per_sample, delay, fast))
+
+    def total_loss(self, parts: dict[str, torch.Tensor]) -> torch.Tensor:
+        """`losses`' parts summed: flow, plus `cfg.fast_loss_weight` times fast when present."""
         return parts["flow"] + self.cfg.fast_loss_weight * parts["fast"] if "fast" in parts else parts["flow"]
 
     def losses(self, obs: Observation, actions: torch.Tensor, action_is_pad: torch.Tensor,

@@ -258,8 +258,7 @@ class VLAPolicy(PreTrainedPolicy):
             parts = self.model.losses(obs, actions, batch[ACTION_IS_PAD], per_sample=reduction == "none", fast=fast)
         if "fast" not in parts:
             return parts["flow"], {}
-        loss = parts["flow"] + self.config.fast_loss_weight * parts["fast"]
-        return loss, {"flow_loss": parts["flow"].mean().item(), "fast_loss": parts["fast"].mean().item()}
+        return self.model.total_loss(parts), {f"{k}_loss": parts[k].mean().item() for k in ("flow", "fast")}
 
     def supports_rtc(self) -> bool:
         """LeRobot's real-time chunking contract (`lerobot-rollout --inference.type=rtc`): see predict_action_chunk."""
