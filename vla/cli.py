@@ -79,6 +79,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     demo.add_argument("--lr", type=POSITIVE, default=None, help="peak learning rate (default 1e-3)")
     demo.add_argument("--synthetic", action="store_true", help="the 2-D synthetic task instead of the sim")
+    demo.add_argument("--images", action="store_true",
+                      help="record exact PNG frames instead of video (what the rollouts show the policy; ~15x larger)")
 
     rec = sub.add_parser("record", help="record scripted-expert demonstrations in sim to a LeRobot v3 dataset")
     rec.add_argument(
@@ -216,7 +218,7 @@ def run_demo(args: argparse.Namespace) -> None:
             args.lr or 1e-3)
     else:
         run_sim(args.out, args.env, args.steps or 2050, args.episodes or 200, args.batch_size, args.preset or "cpu",
-                args.dtype, args.lr or 1e-3, args.rollouts)
+                args.dtype, args.lr or 1e-3, args.rollouts, images=args.images)
 
 
 if __name__ == "__main__":

@@ -33,13 +33,14 @@ def train(data: Path, out: Path, steps: int, batch_size: int, preset: str, dtype
           repo_id: str = "local/vla-synthetic", flags: tuple[str, ...] = (), decay_steps: int | None = None
           ) -> list[tuple[int, float]]:  # fmt: skip
     """`vla train` with the preset's sizes (chunk, steps, vision) and `flags` on top, the learning rate on a cosine
-    over `decay_steps` (default: the run's steps); -> (step, loss) pairs."""
+    over `decay_steps` (default: the run's steps); -> (step, loss) pairs, at least one (a short run logs each step)."""
+    log_freq = min(LOG_FREQ, steps)
     cmd = [str(Path(sys.executable).with_name("vla")), "train", "--policy.type=vla", f"--policy.preset={preset}",
            f"--policy.optimizer_lr={lr}", f"--policy.dtype={dtype}", *flags,
            "--policy.scheduler_warmup_steps=100", f"--policy.scheduler_decay_steps={decay_steps or steps}",
            "--policy.push_to_hub=false", "--policy.device=cpu", f"--dataset.repo_id={repo_id}",
            f"--dataset.root={data}", f"--output_dir={out}", f"--steps={steps}", f"--batch_size={batch_size}",
-           f"--save_freq={steps}", f"--log_freq={LOG_FREQ}", "--num_workers=1", "--wandb.enable=false",
+           f"--save_freq={steps}", f"--log_freq={log_freq}", "--num_workers=1", "--wandb.enable=false",
            "--env_eval_freq=0"]
     print("$", " ".join(cmd), flush=True)
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
@@ -51,7 +52,7 @@ def train(data: Path, out: Path, steps: int, batch_size: int, preset: str, dtype
             log.write(line)
             match = re.search(r" step:\S+ .*? loss:([\d.]+)", line)  # the total (flow_loss, fast_loss follow)
             if match:  # logged every log_freq steps (LeRobot rounds the printed step, so count ourselves)
-                step = (len(losses) + 1) * LOG_FREQ
+                step = (len(losses) + 1) * log_freq
                 losses.append((step, float(match.group(1))))
                 print(f"  step {step:5d}/{steps}  loss {losses[-1][1]:.4f}", flush=True)
         if proc.wait() != 0:
@@ -103,8 +104,9 @@ def evaluate(ckpt: Path, data: Path, repo_id: str) -> tuple[float, float]:
 
 
 def run_sim(out: Path, env: str, steps: int, episodes: int, batch_size: int, preset: str, dtype: str, lr: float,
-            rollouts: int) -> None:
-    """Record expert demonstrations in the SO-101 sim, train with `vla train`, roll the checkpoint out."""
+            rollouts: int, images: bool = False) -> None:
+    """Record expert demonstrations in the SO-101 sim (video, or exact PNG frames with `images`), train with
+    `vla train`, roll the checkpoint out."""
     from vla.datasets.cache import build_cache
     from vla.envs.collect import record
     from vla.envs.rollout import format_result, rollout
@@ -115,9 +117,10 @@ def run_sim(out: Path, env: str, steps: int, episodes: int, batch_size: int, pre
     out.mkdir(parents=True)
     repo_id = f"local/{env.replace('/', '_')}"
     workers = max(1, min(4, len(os.sched_getaffinity(0))))  # one recording process a core
-    print(f"[1/4] recording {episodes} scripted-expert episodes of {env} (LeRobot v3, video, two 96x96 cameras, "
+    frames = "PNG images" if images else "video"
+    print(f"[1/4] recording {episodes} scripted-expert episodes of {env} (LeRobot v3, {frames}, two 96x96 cameras, "
           f"{workers} at once)")
-    summary = record(env, episodes, out / "data", repo_id=repo_id, workers=workers)
+    summary = record(env, episodes, out / "data", repo_id=repo_id, use_videos=not images, workers=workers)
     print(f"      {summary.frames} frames in {summary.seconds:.0f} s; expert {summary.successes}/{summary.attempted}")
     started = time.time()
     cache = build_cache(out / "data", progress=False)  # vla train then reads frames from it, not from video
