@@ -17,6 +17,7 @@ FLAGS = {
     "serve tiny frames": (["serve", "--policy", "scripted", "--max-frame-mib", "0.01"], "--max-frame-mib: must be"),
     "rollout zero episodes": (["rollout", "--policy", "expert", "--env", "so101/reach", "--episodes", "0"],
                               "--episodes: must be >= 1"),
+    "demo images on the synthetic task": (["demo", "--synthetic", "--images"], "--images: records the sim's"),
     "rollout missing checkpoint": (["rollout", "--policy", "/nonexistent/ckpt", "--env", "so101/reach"],
                                    "/nonexistent/ckpt is not a directory"),
 }

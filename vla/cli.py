@@ -55,6 +55,8 @@ def dispatch(argv: list[str]) -> None:
     if args.command == "rollout":
         run_rollout(args, parser)
     if args.command == "demo":
+        if args.synthetic and args.images:
+            parser.error("--images: records the sim's demonstrations; the --synthetic task writes its own dataset")
         run_demo(args)
 
 
