@@ -18,6 +18,8 @@ FLAGS = {
     "rollout zero episodes": (["rollout", "--policy", "expert", "--env", "so101/reach", "--episodes", "0"],
                               "--episodes: must be >= 1"),
     "demo images on the synthetic task": (["demo", "--synthetic", "--images"], "--images: records the sim's"),
+    "record a blank camera name": (["record", "--env", "so101/reach", "--out", "/tmp/x", "--cameras", "close,,wrist"],
+                                   "--cameras: must be distinct names"),
     "rollout missing checkpoint": (["rollout", "--policy", "/nonexistent/ckpt", "--env", "so101/reach"],
                                    "/nonexistent/ckpt is not a directory"),
 }

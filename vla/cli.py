@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any, Literal
 
-from vla.cli_args import POSITIVE, POSITIVE_INT, checkpoint_dir, number, size_wxh
+from vla.cli_args import POSITIVE, POSITIVE_INT, checkpoint_dir, names_list, number, size_wxh
 from vla.datasets import cli as data_cli
 from vla.hardware import cli as hardware_cli
 from vla.runtime import cli as runtime_cli
@@ -97,6 +97,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="with --resume: record until each env holds --episodes, counting the episodes already "
                           "saved (evens out a stopped multi-task recording)")
     rec.add_argument("--image-size", default="96x96", help="WxH of each camera")
+    rec.add_argument("--cameras", type=names_list, default=None, metavar="A,B",
+                     help="the cameras to record, by name (so101: front, wrist, close: the front view framed on the "
+                          "workspace; metaworld: corner, gripper); default: the env's own (so101 front,wrist)")
     frames = rec.add_mutually_exclusive_group()
     frames.add_argument("--images", action="store_true",
                         help="store each frame exactly, as a PNG image: what a rollout shows the policy, ~20x larger")
@@ -149,6 +152,7 @@ def run_record(args: argparse.Namespace) -> None:
     try:
         summary = record(
             args.env, args.episodes, args.out, resume=args.resume, image_size=parse_size(args.image_size),
+            cameras=args.cameras,
             use_videos=not args.images, keep_failed=args.keep_failed, seed=args.seed, repo_id=args.repo_id,
             commit_every=args.commit_every, action_noise=args.action_noise, start_noise=args.start_noise,
             top_up=args.top_up, workers=args.workers,

@@ -40,6 +40,14 @@ def size_wxh(text: str) -> tuple[int, int]:
     return h, w
 
 
+def names_list(text: str) -> tuple[str, ...]:
+    """Comma-separated names ('close,wrist'), at least one, none repeated."""
+    names = tuple(n.strip() for n in text.split(","))
+    if not all(names) or len(set(names)) != len(names):
+        raise argparse.ArgumentTypeError(f"must be distinct names separated by commas (e.g. close,wrist), got {text!r}")
+    return names
+
+
 PORT = number(int, 0, 65535)
 POSITIVE_INT = number(int, 1)
 POSITIVE = number(float, above=0)

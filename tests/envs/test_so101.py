@@ -222,6 +222,27 @@ def test_recorded_dataset_matches_env(tmp_path: Path) -> None:
         obs, *_ = env.step(action)
 
 
+def test_record_chooses_its_cameras(tmp_path: Path) -> None:
+    """`--cameras close,wrist`: the dataset holds those views (the close one framed on the workspace), no front."""
+    from lerobot.datasets import LeRobotDataset
+
+    from vla.envs.collect import record
+    from vla.envs.registry import make_so101
+
+    out = tmp_path / "close"
+    record("so101/reach", 1, out, image_size=(32, 32), cameras=("close", "wrist"), use_videos=False, progress=False)
+    ds = LeRobotDataset("local/so101_reach", root=out)
+    assert sorted(ds.meta.camera_keys) == ["observation.images.close", "observation.images.wrist"]
+    env = make_so101("reach", image_size=(32, 32), cameras=("close", "wrist"))
+    obs, _ = env.reset(seed=0)
+    close = (ds[0]["observation.images.close"].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+    np.testing.assert_array_equal(close, obs["pixels"]["close"])
+    front = make_so101("reach", image_size=(32, 32)).reset(seed=0)[0]["pixels"]["front"]
+    assert not np.array_equal(close, front)  # another view of the same scene
+    with pytest.raises(ValueError, match=r"unknown camera\(s\) \['top'\]"):
+        make_so101("reach", cameras=("top",))
+
+
 def test_record_resume_and_interrupt(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from lerobot.datasets import LeRobotDataset
 

@@ -76,6 +76,37 @@ def test_any_lerobot_checkpoint_rolls_out_through_one_harness(ours: Path, act: P
         assert result.episodes == 2 and result.mean_steps > 0
 
 
+def test_a_rollout_renders_the_cameras_and_size_the_checkpoint_was_trained_on(tmp_path: Path) -> None:
+    """A policy recorded with `--cameras close,wrist --image-size 48x40` is shown those two views at 40x48 in a
+    rollout, not the env's default front and wrist at 96x96."""
+    from vla.envs.rollout import env_views
+
+    cfg = VLAConfig(preset="tiny", chunk_size=8, n_action_steps=8, num_steps=1, tokenizer_max_length=48, device="cpu",
+                    push_to_hub=False)  # fmt: skip
+    inputs, outputs = features()
+    cfg.input_features = {"observation.images.close": PolicyFeature(type=FeatureType.VISUAL, shape=(3, 40, 48)),
+                          "observation.images.wrist": PolicyFeature(type=FeatureType.VISUAL, shape=(3, 40, 48)),
+                          "observation.state": inputs["observation.state"]}  # fmt: skip
+    cfg.output_features = outputs
+    data_stats = stats()
+    data_stats["observation.images.close"] = data_stats.pop("observation.images.front")
+    path = save(VLAPolicy(cfg), *make_vla_pre_post_processors(cfg, dataset_stats=data_stats), tmp_path / "ckpt")
+    seen: list[dict[str, tuple[int, ...]]] = []
+
+    class Watched(CheckpointActor):
+        def act(self, observations, tasks):
+            seen.append({cam: image.shape for cam, image in observations[0]["pixels"].items()})
+            return super().act(observations, tasks)
+
+    actor = Watched(path)
+    assert actor.cameras == {"close": (40, 48), "wrist": (40, 48)}
+    rollout(actor, "so101/reach", episodes=1, n_envs=1, out=tmp_path / "out", videos=0, progress=False)
+    assert seen and all(s == {"close": (40, 48, 3), "wrist": (40, 48, 3)} for s in seen), seen[:2]
+    with pytest.raises(ValueError, match="differ in size"):
+        env_views({"close": (40, 48), "wrist": (96, 96)})
+    assert env_views(None) == {}
+
+
 def test_only_our_checkpoints_continue_a_prefix(act: Path) -> None:
     runner = InferencePolicy.load(act)
     batch = {"task": "reach", "observation.state": torch.zeros(6)}

@@ -118,6 +118,7 @@ def record(
     out: str | Path,
     resume: bool = False,
     image_size: tuple[int, int] = (96, 96),
+    cameras: Sequence[str] | None = None,
     use_videos: bool = True,
     keep_failed: bool = False,
     seed: int = 0,
@@ -142,7 +143,7 @@ def record(
             raise ValueError("recording with several workers writes a new dataset; append to an existing one with "
                              "--resume and one worker (--workers 1)")  # fmt: skip
         return _record_in_parallel(names, episodes, out, workers, seed, progress, dict(
-            image_size=image_size, use_videos=use_videos, keep_failed=keep_failed, repo_id=repo_id,
+            image_size=image_size, cameras=cameras, use_videos=use_videos, keep_failed=keep_failed, repo_id=repo_id,
             commit_every=commit_every, action_noise=action_noise, start_noise=start_noise))  # fmt: skip
     if workers < 1 or seed_step < 1:
         raise ValueError(f"workers ({workers}) and seed_step ({seed_step}) must be at least 1")
@@ -164,9 +165,11 @@ def record(
     frames = 0
     with contextlib.ExitStack() as owned:  # closes the writer, then the envs, however recording ends
         envs: list[Any] = []
-        start_pose = {} if start_noise is None else {"start_noise": start_noise}
+        options: dict[str, Any] = {} if start_noise is None else {"start_noise": start_noise}
+        if cameras is not None:
+            options["cameras"] = tuple(cameras)
         for name in names:
-            envs.append(make_env(name, image_size=image_size, **start_pose))
+            envs.append(make_env(name, image_size=image_size, **options))
             owned.callback(envs[-1].close)
         features = _same_features(names, envs)
         experts = [make_expert(env) for env in envs]

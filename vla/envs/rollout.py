@@ -91,6 +91,18 @@ class RolloutResult:
     wrong_object: int | None = None  # episodes that lifted an object the instruction did not name
 
 
+def env_views(cameras: dict[str, tuple[int, int]] | None) -> dict[str, Any]:
+    """The `make_env` arguments that render what a policy was trained on: its cameras by name, each (height,
+    width); None (the expert, or an actor that does not say): the env's own cameras and size."""
+    if cameras is None:
+        return {}
+    sizes = set(cameras.values())
+    if len(sizes) > 1:
+        raise ValueError(f"the checkpoint's cameras differ in size ({cameras}); a simulated env renders every camera "
+                         "at one size")  # fmt: skip
+    return {"cameras": tuple(cameras), **({"image_size": sizes.pop()} if sizes else {})}
+
+
 def rollout(
     policy: Actor | Literal["expert"],
     env_name: str,
@@ -111,8 +123,9 @@ def rollout(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     n_envs = max(1, min(n_envs, episodes))
-    envs = [make_env(env_name) for _ in range(n_envs)]
     actor = None if policy == "expert" else policy
+    views = env_views(getattr(actor, "cameras", None))
+    envs = [make_env(env_name, **views) for _ in range(n_envs)]
     experts = [make_expert(e) for e in envs] if actor is None else None
     records: list[dict[str, Any]] = []
     video_paths: list[str] = []

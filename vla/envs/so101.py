@@ -20,13 +20,13 @@ import numpy as np
 
 from vla.envs.registry import JOINTS
 from vla.sim.gl import mujoco
-from vla.sim.scene import FRONT_CAMERA, TIP_SITE, WRIST_CAMERA, CameraSpec, add_camera, arm_spec
+from vla.sim.scene import CLOSE_CAMERA, FRONT_CAMERA, TIP_SITE, WRIST_CAMERA, CameraSpec, add_camera, arm_spec
 
 if TYPE_CHECKING:
     from vla.envs.tasks import Task
 
 FEATURE_NAMES = tuple(f"{j}.pos" for j in JOINTS)  # LeRobot's SO-101 follower feature names
-CAMERAS = {c.name: c for c in (FRONT_CAMERA, WRIST_CAMERA)}
+CAMERAS = {c.name: c for c in (FRONT_CAMERA, WRIST_CAMERA, CLOSE_CAMERA)}
 # Ready pose (degrees, gripper 0-100): tip about 12 cm above the middle of the workspace, jaws open a little.
 HOME = np.array([0.0, -20.0, 20.0, 70.0, 0.0, 20.0])
 

@@ -138,6 +138,9 @@ class CheckpointActor:
 
         self.name = str(path)
         self.runner = InferencePolicy.load(path, device)
+        # the cameras it was trained on, by name, each (height, width): a rollout renders exactly these
+        self.cameras = {key.removeprefix("observation.images."): (int(ft.shape[1]), int(ft.shape[2]))
+                        for key, ft in self.runner.config.image_features.items()}  # fmt: skip
 
     def reset(self) -> None:
         self.runner.reset()
