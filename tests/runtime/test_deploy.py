@@ -91,3 +91,42 @@ def test_vla_deploy_refuses_cameras_the_policy_does_not_know(virtual_arm, tmp_pa
     assert proc.returncode != 0
     assert "missing ['front', 'wrist'], unknown ['top']" in text, text[-2000:]
 
+
+
+@pytest.mark.slow
+def test_vla_deploy_on_the_virtual_arm_films_the_cameras_the_checkpoint_was_trained_on(tmp_path: Path) -> None:
+    """A policy recorded with `--cameras close,wrist` at 40x48 runs on the virtual arm: its twin renders those two
+    views at that size (the default front and wrist would be refused as cameras the policy does not know)."""
+    import torch
+    from lerobot.configs import FeatureType, PolicyFeature
+
+    from vla.policies.configuration_vla import VLAConfig
+    from vla.policies.modeling_vla import VLAPolicy
+    from vla.policies.processor_vla import make_vla_pre_post_processors
+
+    cfg = VLAConfig(preset="tiny", chunk_size=8, n_action_steps=8, num_steps=1, tokenizer_max_length=48, device="cpu",
+                    push_to_hub=False)  # fmt: skip
+    cameras = ("close", "wrist")
+    cfg.input_features = {f"observation.images.{c}": PolicyFeature(type=FeatureType.VISUAL, shape=(3, 40, 48))
+                          for c in cameras}  # fmt: skip
+    cfg.input_features["observation.state"] = PolicyFeature(type=FeatureType.STATE, shape=(6,))
+    cfg.output_features = {"action": PolicyFeature(type=FeatureType.ACTION, shape=(6,))}
+    stats = {k: {"mean": torch.full((6,), 20.0), "std": torch.full((6,), 30.0)} for k in ("observation.state", "action")}
+    for cam in cameras:
+        stats[f"observation.images.{cam}"] = {"mean": torch.full((3, 1, 1), 0.5), "std": torch.full((3, 1, 1), 0.25)}
+    torch.manual_seed(0)
+    ckpt = tmp_path / "ckpt"
+    for part in (VLAPolicy(cfg), *make_vla_pre_post_processors(cfg, dataset_stats=stats)):
+        part.save_pretrained(ckpt)
+    vla = str(Path(sys.executable).with_name("vla"))
+    cmd = [vla, "deploy", "--robot", "virtual", "--policy", str(ckpt), "--start", "policy", "--duration", "3",
+           "--no-realtime", "--record", str(tmp_path / "run")]  # fmt: skip
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL)
+    text = proc.stdout + proc.stderr
+    assert proc.returncode == 0, text[-3000:]
+    assert "resized" not in text and "inference failed" not in text, text[-3000:]
+    from lerobot.datasets import LeRobotDataset
+
+    ds = LeRobotDataset("local/interventions", root=tmp_path / "run")
+    assert sorted(ds.meta.camera_keys) == ["observation.images.close", "observation.images.wrist"]
+    assert ds[0]["observation.images.close"].shape == (3, 40, 48)

@@ -30,6 +30,22 @@ from vla.policies.configuration_vla import RTC_MODES
 from vla.runtime.policy import PolicySpec, RequestObservation
 
 
+def checkpoint_cameras(path: str | Path) -> dict[str, tuple[int, int]] | None:
+    """The cameras a saved policy was trained on, by name, each (height, width), from its config.json; None where
+    it has none (a directory of LoRA adapters names its base elsewhere)."""
+    import json
+
+    config = Path(path) / "config.json"
+    if not config.is_file():
+        return None
+    try:
+        features = json.loads(config.read_text()).get("input_features") or {}
+    except (OSError, ValueError) as err:
+        raise ValueError(f"cannot read the policy's cameras from {config}: {err}") from None
+    return {key.removeprefix("observation.images."): (int(ft["shape"][1]), int(ft["shape"][2]))
+            for key, ft in features.items() if ft.get("type") == "VISUAL"}  # fmt: skip
+
+
 class CheckpointPolicy:
     def __init__(self, path: str | Path, device: str = "cpu", rtc_mode: str = "guidance", fps: float = 30.0,
                  dtype: str | None = None, compile: bool = False, task: str = ""):  # fmt: skip

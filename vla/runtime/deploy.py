@@ -170,8 +170,13 @@ def _open_robot_side(args: argparse.Namespace, stack: contextlib.ExitStack) -> t
 
         if args.camera:
             raise SystemExit("--camera is for real robots: the virtual arm's twin provides its own cameras")
-        arm = stack.enter_context(VirtualArm("so101", scene=task_scene(args.virtual_task, seed=args.seed),
-                                             seed=args.seed))  # fmt: skip
+        from vla.envs.rollout import env_views
+        from vla.runtime.checkpoint import checkpoint_cameras
+
+        # the twin films what a local checkpoint was trained on (its cameras, at its size); else front and wrist
+        trained = checkpoint_cameras(args.policy) if args.policy not in (None, "", "scripted") else None
+        scene = task_scene(args.virtual_task, seed=args.seed, **env_views(trained))
+        arm = stack.enter_context(VirtualArm("so101", scene=scene, seed=args.seed))
         assert arm.frames_layout is not None and isinstance(arm.twin, MujocoTwin)
         shared = SharedFrames(arm.frames_layout)
         stack.callback(shared.close)
