@@ -111,7 +111,8 @@ def test_vla_deploy_on_the_virtual_arm_films_the_cameras_the_checkpoint_was_trai
                           for c in cameras}  # fmt: skip
     cfg.input_features["observation.state"] = PolicyFeature(type=FeatureType.STATE, shape=(6,))
     cfg.output_features = {"action": PolicyFeature(type=FeatureType.ACTION, shape=(6,))}
-    stats = {k: {"mean": torch.full((6,), 20.0), "std": torch.full((6,), 30.0)} for k in ("observation.state", "action")}
+    stats = {k: {"mean": torch.full((6,), 20.0), "std": torch.full((6,), 30.0)}
+             for k in ("observation.state", "action")}  # fmt: skip
     for cam in cameras:
         stats[f"observation.images.{cam}"] = {"mean": torch.full((3, 1, 1), 0.5), "std": torch.full((3, 1, 1), 0.25)}
     torch.manual_seed(0)
