@@ -30,9 +30,15 @@ from vla.policies.configuration_vla import RTC_MODES
 from vla.runtime.policy import PolicySpec, RequestObservation
 
 
+def config_cameras(config: Any) -> dict[str, tuple[int, int]]:
+    """The cameras a loaded policy's config was trained on, by name, each (height, width)."""
+    return {key.removeprefix("observation.images."): (int(ft.shape[1]), int(ft.shape[2]))
+            for key, ft in config.image_features.items()}  # fmt: skip
+
+
 def checkpoint_cameras(path: str | Path) -> dict[str, tuple[int, int]] | None:
-    """The cameras a saved policy was trained on, by name, each (height, width), from its config.json; None where
-    it has none (a directory of LoRA adapters names its base elsewhere)."""
+    """`config_cameras` read from a saved policy's config.json without loading it; None where it has none (a
+    directory of LoRA adapters names its base elsewhere)."""
     import json
 
     config = Path(path) / "config.json"
@@ -58,8 +64,7 @@ class CheckpointPolicy:
         if not self.runner.ours:
             raise ValueError(f"{path} is a '{self.runner.config.type}' checkpoint; the robot side serves ours ('vla')")
         config = self.policy.config
-        cameras = {key.removeprefix("observation.images."): (int(ft.shape[1]), int(ft.shape[2]))
-                   for key, ft in config.image_features.items()}  # fmt: skip
+        cameras = config_cameras(config)
         self.spec = PolicySpec(
             chunk_size=int(config.chunk_size or 0), action_names=tuple(self._names("action", config.action_feature)),
             state_names=tuple(self._names("observation.state", config.robot_state_feature)), cameras=cameras,
@@ -154,9 +159,7 @@ class CheckpointActor:
 
         self.name = str(path)
         self.runner = InferencePolicy.load(path, device)
-        # the cameras it was trained on, by name, each (height, width): a rollout renders exactly these
-        self.cameras = {key.removeprefix("observation.images."): (int(ft.shape[1]), int(ft.shape[2]))
-                        for key, ft in self.runner.config.image_features.items()}  # fmt: skip
+        self.cameras = config_cameras(self.runner.config)  # a rollout renders exactly these
 
     def reset(self) -> None:
         self.runner.reset()
