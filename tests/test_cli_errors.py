@@ -20,6 +20,8 @@ FLAGS = {
     "demo images on the synthetic task": (["demo", "--synthetic", "--images"], "--images: records the sim's"),
     "record a blank camera name": (["record", "--env", "so101/reach", "--out", "/tmp/x", "--cameras", "close,,wrist"],
                                    "--cameras: must be distinct names"),
+    "rollout no action samples": (["rollout", "--policy", "expert", "--env", "so101/reach", "--action-samples", "0"],
+                                  "--action-samples: must be >= 1"),
     "rollout missing checkpoint": (["rollout", "--policy", "/nonexistent/ckpt", "--env", "so101/reach"],
                                    "/nonexistent/ckpt is not a directory"),
 }

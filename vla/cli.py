@@ -135,6 +135,9 @@ def build_parser() -> argparse.ArgumentParser:
     ro.add_argument("--videos", type=number(int, low=0), default=4, help="episodes to save as mp4")
     ro.add_argument("--seed", type=int, default=None, help="first seed (default: the evaluation range)")
     ro.add_argument("--device", default="cpu")
+    ro.add_argument("--action-samples", type=POSITIVE_INT, default=None, metavar="K",
+                    help="our VLA: sample K chunks per inference and act on their mean (default: the checkpoint's "
+                         "action_samples, 1 unless trained otherwise); K times the denoising work")  # fmt: skip
     ro.add_argument("--probe-targets", default="", metavar="A,B,...",
                     help="language probe: play each scene once per named object (e.g. red,green,blue for "
                          "so101/pick-color), so the same layout is asked for each in turn")  # fmt: skip
@@ -194,7 +197,7 @@ def run_rollout(args: argparse.Namespace, parser: argparse.ArgumentParser) -> No
             parser.error(f"argument --policy: {err}")
         from vla.runtime.checkpoint import CheckpointActor
 
-        player = CheckpointActor(args.policy, args.device)
+        player = CheckpointActor(args.policy, args.device, action_samples=args.action_samples)
     try:
         names = env_names(args.env)
     except ValueError as err:

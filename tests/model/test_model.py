@@ -34,6 +34,25 @@ def test_sample_shapes(preset: str) -> None:
     assert torch.isfinite(actions).all()
 
 
+def test_action_samples_average_draws_over_one_prefix() -> None:
+    """`samples=3` is the mean of three chunks integrated from three noise draws, sharing one prefix cache."""
+    model = make()
+    obs = hard_obs(TINY)
+    noise = torch.randn(3, obs.batch_size, TINY.chunk_size, TINY.max_action_dim)
+    with torch.no_grad():
+        each = torch.stack([model.sample_actions(obs, noise=n) for n in noise])
+        mean = model.sample_actions(obs, noise=noise, samples=3)
+        torch.manual_seed(5)
+        drawn = model.sample_actions(obs, samples=3)
+        torch.manual_seed(5)
+        first = model.sample_actions(obs)
+    torch.testing.assert_close(mean, each.mean(0), rtol=1e-5, atol=1e-6)
+    assert (each[0] - each[1]).abs().max() > 1e-3  # the draws differ, so the mean is not any one of them
+    assert (drawn - first).abs().max() > 1e-3  # without noise given: fresh draws, averaged
+    with pytest.raises(ValueError, match="samples must be at least 1"):
+        model.sample_actions(obs, samples=0)
+
+
 def test_smolvla_shape_one_step() -> None:
     """The 450M-parameter SmolVLA shape builds and runs one denoising step on CPU."""
     cfg = PRESETS["smolvla"]

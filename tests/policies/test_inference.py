@@ -107,6 +107,16 @@ def test_a_rollout_renders_the_cameras_and_size_the_checkpoint_was_trained_on(tm
     assert env_views(None) == {}
 
 
+def test_a_rollout_can_average_several_sampled_chunks(ours: Path, act: Path) -> None:
+    """`vla rollout --action-samples K` sets the loaded checkpoint's `action_samples`; ours only."""
+    actor = CheckpointActor(ours, action_samples=3)
+    assert actor.runner.config.action_samples == 3 and CheckpointActor(ours).runner.config.action_samples == 1
+    with pytest.raises(ValueError, match="action samples apply to our VLA checkpoints, not 'act'"):
+        CheckpointActor(act, action_samples=2)
+    with pytest.raises(ValueError, match="action_samples=0 must be >= 1"):
+        VLAConfig(preset="tiny", action_samples=0)
+
+
 def test_only_our_checkpoints_continue_a_prefix(act: Path) -> None:
     runner = InferencePolicy.load(act)
     batch = {"task": "reach", "observation.state": torch.zeros(6)}

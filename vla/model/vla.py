@@ -407,16 +407,30 @@ class VLAModel(nn.Module):
 
     @torch.no_grad()
     def sample_actions(self, obs: Observation, noise: torch.Tensor | None = None, num_steps: int | None = None,
-                       use_cache: bool = True) -> torch.Tensor:
-        """Euler integration from t=1 (noise) to t=0 -> actions (B, chunk_size, max_action_dim)."""
+                       use_cache: bool = True, samples: int = 1) -> torch.Tensor:
+        """Euler integration from t=1 (noise) to t=0 -> actions (B, chunk_size, max_action_dim). `samples` > 1
+        integrates that many noise draws (or the leading dimension of `noise`, (samples, B, chunk, dim)) over one
+        prefix cache and returns their mean."""
         cfg = self.cfg
         steps = num_steps or cfg.num_steps
         b, dev = obs.batch_size, obs.state.device
         shape = (b, cfg.chunk_size, cfg.max_action_dim)
-        x = torch.randn(shape, device=dev) if noise is None else noise
+        if samples < 1:
+            raise ValueError(f"samples must be at least 1, got {samples}")
+
+        def draw(k: int) -> torch.Tensor:
+            return torch.randn(shape, device=dev) if noise is None else (noise[k] if samples > 1 else noise)
+
+        first = draw(0)  # drawn before the prefix, as a single sample always was
         cache = self.fill_cache(obs, cfg.chunk_size) if use_cache else None
-        for i in range(steps):
-            t = torch.full((b,), 1.0 - i / steps, device=dev)
-            v = self.denoise_step(x, t, cache) if cache is not None else self.denoise_full(obs, x, t)
-            x = x - v / steps
-        return x
+        total = torch.zeros(shape, device=dev)
+        for k in range(samples):
+            x = first if k == 0 else draw(k)
+            for i in range(steps):
+                t = torch.full((b,), 1.0 - i / steps, device=dev)
+                v = self.denoise_step(x, t, cache) if cache is not None else self.denoise_full(obs, x, t)
+                x = x - v / steps
+            if samples == 1:
+                return x
+            total = total + x
+        return total / samples

@@ -283,7 +283,8 @@ class VLAPolicy(PreTrainedPolicy):
         mode = rtc_mode or self.config.rtc_mode
         if prev_chunk_left_over is None or mode == "off" or prev_chunk_left_over.numel() == 0:
             with self._autocast():
-                actions = self.model.sample_actions(obs, noise=noise)
+                samples = self.config.action_samples if noise is None else 1
+                actions = self.model.sample_actions(obs, noise=noise, samples=samples)
             return actions[..., : self.action_dim].float()
         prefix, n = self._rtc_prefix(prev_chunk_left_over, obs.batch_size)
         delay = min(max(int(inference_delay or 0), 0), n)

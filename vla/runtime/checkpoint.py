@@ -154,12 +154,16 @@ class CheckpointActor:
     LeRobot policy (ACT, Diffusion Policy, SmolVLA, ...) by the `type` in its config.json, so one harness rolls
     every policy out (`benchmarks/bench_learn.py`)."""
 
-    def __init__(self, path: str | Path, device: str = "cpu"):
+    def __init__(self, path: str | Path, device: str = "cpu", action_samples: int | None = None):
         from vla.policies.inference import InferencePolicy
 
         self.name = str(path)
         self.runner = InferencePolicy.load(path, device)
         self.cameras = config_cameras(self.runner.config)  # a rollout renders exactly these
+        if action_samples is not None:  # chunks averaged per inference, over the checkpoint's own setting
+            if not self.runner.ours:
+                raise ValueError(f"action samples apply to our VLA checkpoints, not '{self.runner.config.type}'")
+            self.runner.config.action_samples = action_samples
 
     def reset(self) -> None:
         self.runner.reset()
