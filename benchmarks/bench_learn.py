@@ -13,7 +13,8 @@ Policies and their settings (as a user would set them for a CPU, from scratch: n
   vla        --policy.preset=cpu (conv tokenizer with FiLM, word vocabulary, shift augmentation, 5 Euler steps),
              chunk 16, 8 actions executed per chunk, eight noise draws per observation, lr 1e-3, 100 warm-up
              steps, a cosine decay planned three runs long and not shrunk to the run (the recipe of
-             docs/learning.md), weights' moving average 0.999, batch 32
+             docs/learning.md), weights' moving average 0.999, batch 32; acting on the mean of eight sampled
+             chunks per inference, as `make demo` does (before 2026-12-07's eighteenth session: one chunk)
   act        LeRobot ACT defaults except: chunk 16 and 8 actions executed (its default 100 spans two whole
              pick episodes), no pretrained ResNet-18 weights (offline), batch 32
   diffusion  LeRobot Diffusion Policy defaults (2 observation steps, U-Net, ResNet-18) except: the Diffusion
@@ -40,7 +41,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import re
 import shutil
 import subprocess
@@ -49,11 +49,13 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench_model import cpu_bf16_support  # beside this script, whose folder is on sys.path
+
 ROOT = Path(__file__).resolve().parent.parent
 POLICIES: dict[str, list[str]] = {
     "vla": ["--policy.type=vla", "--policy.preset=cpu", "--policy.n_action_steps=8", "--policy.flow_samples=8",
             "--policy.optimizer_lr=1e-3", "--policy.scheduler_warmup_steps=100",
-            "--policy.scheduler_scale_to_run=false", "--policy.ema_decay=0.999"],
+            "--policy.scheduler_scale_to_run=false", "--policy.ema_decay=0.999", "--policy.action_samples=8"],
     "act": ["--policy.type=act", "--policy.chunk_size=16", "--policy.n_action_steps=8",
             "--policy.pretrained_backbone_weights=null"],
     "diffusion": ["--policy.type=diffusion", "--policy.horizon=16", "--policy.n_action_steps=8",
@@ -132,7 +134,7 @@ def run_task(task: str, policies: list[str], args: argparse.Namespace, done: lis
     data, repo_id = work / "data", f"local/{task.replace('/', '_')}"
     if not (data / "meta" / "info.json").is_file():
         print(f"[{task}] recording {args.episodes} expert demonstrations", flush=True)
-        record(task, args.episodes, data, repo_id=repo_id)
+        record(task, args.episodes, data, repo_id=repo_id, workers=max(1, min(4, len(os.sched_getaffinity(0)))))
         build_cache(data, progress=False)
     for policy in policies:
         if any(r["task"] == task and r["policy"] == policy for r in done):
@@ -164,7 +166,7 @@ def run_task(task: str, policies: list[str], args: argparse.Namespace, done: lis
                           "successes": result.successes, "ci95": result.ci95,
                           "wrong_object": result.wrong_object, "per_target": result.per_target})
             print(f"    step {step}: {result.successes}/{result.episodes}", flush=True)
-        done.append({"task": task, "policy": policy, "settings": flags, "steps": steps,
+        done.append({"task": task, "policy": policy, "cpu": cpu_bf16_support(), "settings": flags, "steps": steps,
                      "seconds_per_step": per_step, "train_minutes": minutes, "curve": curve})
         (args.out / "results.json").write_text(json.dumps(done, indent=2))
         plot(done, args.out / "success.png")
@@ -215,7 +217,7 @@ def main() -> None:
     parser.add_argument("--resume", action="store_true", help="keep the rows of OUT/results.json, run the rest")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
-    print(f"CPU: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; budget {args.budget_min} min "
+    print(f"CPU: {cpu_bf16_support()}, {os.cpu_count()} cores; budget {args.budget_min} min "
           f"per policy, {args.episodes} demonstrations, {args.rollouts} evaluation episodes", flush=True)
     results = args.out / "results.json"
     rows: list[dict[str, Any]] = json.loads(results.read_text()) if args.resume and results.is_file() else []

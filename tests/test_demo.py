@@ -25,5 +25,9 @@ def test_demo_records_trains_and_rolls_out(tmp_path: Path, capsys: pytest.Captur
     assert any((out / "data").glob("videos/**/*.mp4")) is not images
     result = json.loads((out / "rollout" / "results.json").read_text())
     assert result["episodes"] == 2 and result["seeds"] == [1_000_000, 1_000_001]
-    assert (out / "train" / "checkpoints" / "last" / "pretrained_model" / "model.safetensors").is_file()
+    ckpt = out / "train" / "checkpoints" / "last" / "pretrained_model"
+    assert (ckpt / "model.safetensors").is_file()
+    # the checkpoint acts on the mean of eight chunks, in the demo's rollout and in any later one of it
+    assert json.loads((ckpt / "config.json").read_text())["action_samples"] == 8
+    assert "acting on the mean of 8 sampled chunks" in printed
     assert (out / "loss.png").is_file() and "success" in printed and "the scripted expert" in printed

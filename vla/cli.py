@@ -71,7 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--out", type=Path, default=Path("outputs/demo"))
     demo.add_argument("--env", default="so101/pick-color", help="sim task to record, train on and roll out")
     demo.add_argument("--steps", type=POSITIVE_INT, default=None,
-                      help="training steps (default 2050 sim, 800 synthetic)")  # fmt: skip
+                      help="training steps (default 1600 sim, 800 synthetic)")  # fmt: skip
     demo.add_argument("--episodes", type=POSITIVE_INT, default=None,
                       help="demonstrations to record (default 200 sim, 100 synthetic)")  # fmt: skip
     demo.add_argument("--rollouts", type=POSITIVE_INT, default=100, help="evaluation episodes on unseen seeds")
@@ -226,7 +226,7 @@ def run_demo(args: argparse.Namespace) -> None:
         run(args.out, args.steps or 800, args.episodes or 100, args.batch_size, args.preset or "tiny", args.dtype,
             args.lr or 1e-3)
     else:
-        run_sim(args.out, args.env, args.steps or 2050, args.episodes or 200, args.batch_size, args.preset or "cpu",
+        run_sim(args.out, args.env, args.steps or 1600, args.episodes or 200, args.batch_size, args.preset or "cpu",
                 args.dtype, args.lr or 1e-3, args.rollouts, images=args.images)
 
 

@@ -134,12 +134,19 @@ def run_sim(out: Path, env: str, steps: int, episodes: int, batch_size: int, pre
     cpu = preset == "cpu"
     flags = ("--policy.n_action_steps=8", "--policy.ema_decay=0.999", "--policy.flow_samples=8",
              "--policy.scheduler_scale_to_run=false")  # fmt: skip
+    # the checkpoint acts on the mean of eight sampled chunks (its config says so, so `vla rollout` and `vla deploy`
+    # of it do the same; 46 ms a chunk against 15 for one here): which buys back the steps the 15 minutes do not
+    # hold. 1,600 steps: 166/200 with eight, 159/200 with four, 143/200 with one; the 2,050 steps that overran:
+    # 181/200 with four, 162/200 with one (docs/learning.md)
+    samples = ("--policy.action_samples=8",)
     losses = train(out / "data", out / "train", steps, batch_size, preset, dtype, lr, repo_id=repo_id,
-                   flags=flags if cpu else (), decay_steps=3 * steps if cpu else steps)  # fmt: skip
+                   flags=(flags if cpu else ()) + samples, decay_steps=3 * steps if cpu else steps)  # fmt: skip
     plot(losses, out / "loss.png")
     ckpt = out / "train" / "checkpoints" / "last" / "pretrained_model"
-    print(f"[3/4] rolling out {ckpt} for {rollouts} episodes on unseen seeds", flush=True)
-    result = rollout(CheckpointActor(ckpt), env, episodes=rollouts, n_envs=4, out=out / "rollout", videos=4)
+    actor = CheckpointActor(ckpt)
+    print(f"[3/4] rolling out {ckpt} for {rollouts} episodes on unseen seeds, acting on the mean of "
+          f"{actor.runner.config.action_samples} sampled chunks", flush=True)
+    result = rollout(actor, env, episodes=rollouts, n_envs=4, out=out / "rollout", videos=4)
     anchor = min(rollouts, 20)  # the expert on the first seeds, as the anchor (it succeeds 96-100%: make bench-sim)
     expert = rollout("expert", env, episodes=anchor, n_envs=4, out=out / "rollout_expert", videos=0, progress=False)
     print("[4/4] done\n")
