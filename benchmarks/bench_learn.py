@@ -27,6 +27,8 @@ Policies and their settings (as a user would set them for a CPU, from scratch: n
              dataset's instruction words (`benchmarks/smolvla_reference.py`); SmolVLA's defaults except: the
              vision tower and the VLM trained too (its defaults freeze both, which only makes sense with
              pretrained weights), frames padded to 96 px instead of 512, chunk 16 and 8 actions executed, batch 32
+  act-lr1e-4, smolvla-lr1e-3   the same at a learning rate for training from scratch (ACT's default 1e-5 and
+             SmolVLA's 1e-4 are fine-tuning rates); run only when named in --policies
 
     python benchmarks/bench_learn.py [--tasks so101/pick-color] [--policies vla act diffusion smolvla] [--budget-min 10]
                                      [--episodes 200] [--rollouts 100] [--curve-rollouts 25]
@@ -66,6 +68,12 @@ POLICIES: dict[str, list[str]] = {
                 "--policy.train_expert_only=false", "--policy.num_vlm_layers=4", "--policy.chunk_size=16",
                 "--policy.n_action_steps=8", "--policy.resize_imgs_with_padding=[96,96]"],
 }
+# The peers at a learning rate for training from scratch (not run unless named in --policies): ACT's default 1e-5
+# (its backbone's too) and SmolVLA's 1e-4 are fine-tuning rates for pretrained weights.
+VARIANTS: dict[str, list[str]] = {
+    "act-lr1e-4": [*POLICIES["act"], "--policy.optimizer_lr=1e-4", "--policy.optimizer_lr_backbone=1e-4"],
+    "smolvla-lr1e-3": [*POLICIES["smolvla"], "--policy.optimizer_lr=1e-3"],
+}
 QUARTERS = (0.25, 0.5, 0.75, 1.0)
 UPDATE = re.compile(r"updt_s:([\d.]+) data_s:([\d.]+)")
 
@@ -101,9 +109,10 @@ def smolvla_vlm(data: Path, work: Path) -> Path:
 
 def policy_flags(policy: str, data: Path, work: Path) -> list[str]:
     """`policy`'s settings as `vla train` flags (SmolVLA's include the offline VLM made for this task)."""
-    if policy == "smolvla":
-        return [*POLICIES[policy], f"--policy.vlm_model_name={smolvla_vlm(data, work)}"]
-    return POLICIES[policy]
+    flags = {**POLICIES, **VARIANTS}[policy]
+    if policy.split("-")[0] == "smolvla":
+        return [*flags, f"--policy.vlm_model_name={smolvla_vlm(data, work)}"]
+    return flags
 
 
 def seconds_per_step(policy: str, flags: list[str], data: Path, repo_id: str, work: Path) -> float:
@@ -207,7 +216,8 @@ def table(rows: list[dict[str, Any]]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tasks", nargs="+", default=["so101/pick-color"])
-    parser.add_argument("--policies", nargs="+", default=list(POLICIES), choices=list(POLICIES))
+    parser.add_argument("--policies", nargs="+", default=list(POLICIES), choices=[*POLICIES, *VARIANTS],
+                        help="policies to train; also " + ", ".join(VARIANTS) + " (the peers at a from-scratch rate)")
     parser.add_argument("--budget-min", type=float, default=10.0, help="training wall-clock minutes per policy")
     parser.add_argument("--episodes", type=int, default=200, help="demonstrations recorded per task")
     parser.add_argument("--rollouts", type=int, default=100, help="evaluation episodes of each final checkpoint")
