@@ -423,11 +423,11 @@ class VLAModel(nn.Module):
 
         first = draw(0)  # drawn before the prefix, as a single sample always was
         cache = self.fill_cache(obs, cfg.chunk_size) if use_cache else None
+        times = [torch.full((b,), 1.0 - i / steps, device=dev) for i in range(steps)]  # the same for every draw
         total: torch.Tensor | None = None
         for k in range(samples):
             x = first if k == 0 else draw(k)
-            for i in range(steps):
-                t = torch.full((b,), 1.0 - i / steps, device=dev)
+            for t in times:
                 v = self.denoise_step(x, t, cache) if cache is not None else self.denoise_full(obs, x, t)
                 x = x - v / steps
             total = x if total is None else total + x
