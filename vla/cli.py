@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import sys
 from pathlib import Path
@@ -130,7 +131,11 @@ def build_parser() -> argparse.ArgumentParser:
     ro.add_argument("--env", required=True, help="an env, or several comma-separated (a multi-task policy): each "
                     "is played for --episodes, and their mean success is reported")  # fmt: skip
     ro.add_argument("--episodes", type=POSITIVE_INT, default=50)
-    ro.add_argument("--n-envs", type=POSITIVE_INT, default=4)
+    ro.add_argument("--n-envs", type=POSITIVE_INT, default=4, help="envs stepped together, the policy's batch (in "
+                    "each worker)")  # fmt: skip
+    ro.add_argument("--workers", type=POSITIVE_INT, default=1,
+                    help="processes playing shares of the episodes at once, each loading the policy (on a CPU, one "
+                         "a core: software rendering, half a rollout's time, uses one core a process)")  # fmt: skip
     ro.add_argument("--out", type=Path, default=Path("outputs/rollout"))
     ro.add_argument("--videos", type=number(int, low=0), default=4, help="episodes to save as mp4")
     ro.add_argument("--seed", type=int, default=None, help="first seed (default: the evaluation range)")
@@ -186,10 +191,10 @@ def run_record(args: argparse.Namespace) -> None:
 
 
 def run_rollout(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
+    from vla.envs import rollout as sim
     from vla.envs.collect import env_names
-    from vla.envs.rollout import EVAL_SEED, Actor, format_result, format_summary, rollout, rollout_tasks, task_out
 
-    player: Actor | Literal["expert"] = "expert"
+    player: sim.Actor | sim.ActorLoader | Literal["expert"] = "expert"
     if args.policy != "expert":
         try:
             checkpoint_dir(args.policy)
@@ -197,25 +202,27 @@ def run_rollout(args: argparse.Namespace, parser: argparse.ArgumentParser) -> No
             parser.error(f"argument --policy: {err}")
         from vla.runtime.checkpoint import CheckpointActor
 
-        player = CheckpointActor(args.policy, args.device, action_samples=args.action_samples)
+        load = functools.partial(CheckpointActor, args.policy, args.device, action_samples=args.action_samples)
+        player = load() if args.workers == 1 else load  # several workers: each loads its own
     try:
         names = env_names(args.env)
     except ValueError as err:
         parser.error(f"argument --env: {err}")
-    kwargs: dict[str, Any] = {"seed": EVAL_SEED if args.seed is None else args.seed, "videos": args.videos,
-                              "targets": tuple(t for t in args.probe_targets.split(",") if t)}  # fmt: skip
+    kwargs: dict[str, Any] = {"seed": sim.EVAL_SEED if args.seed is None else args.seed, "videos": args.videos,
+                              "targets": tuple(t for t in args.probe_targets.split(",") if t),
+                              "workers": args.workers}  # fmt: skip
     if len(names) > 1:
-        results = rollout_tasks(player, names, args.episodes, args.n_envs, args.out, **kwargs)
-        outs = [task_out(args.out, name) for name in names]
+        results = sim.rollout_tasks(player, names, args.episodes, args.n_envs, args.out, **kwargs)
+        outs = [sim.task_out(args.out, name) for name in names]
     else:
-        results, outs = [rollout(player, names[0], args.episodes, args.n_envs, args.out, **kwargs)], [args.out]
+        results, outs = [sim.rollout(player, names[0], args.episodes, args.n_envs, args.out, **kwargs)], [args.out]
     for result, out in zip(results, outs, strict=True):
-        print(format_result(result))
+        print(sim.format_result(result))
         print(f"  results: {out / 'results.json'}")
         for path in result.videos:
             print(f"  video:   {path}")
     if len(results) > 1:
-        print(format_summary(results))
+        print(sim.format_summary(results))
         print(f"  summary: {args.out / 'summary.json'}")
 
 

@@ -16,6 +16,8 @@ generalise to held-out layouts (it scores about the baseline there); the report 
 
 from __future__ import annotations
 
+import functools
+import json
 import os
 import re
 import shutil
@@ -143,10 +145,12 @@ def run_sim(out: Path, env: str, steps: int, episodes: int, batch_size: int, pre
                    flags=(flags if cpu else ()) + samples, decay_steps=3 * steps if cpu else steps)  # fmt: skip
     plot(losses, out / "loss.png")
     ckpt = out / "train" / "checkpoints" / "last" / "pretrained_model"
-    actor = CheckpointActor(ckpt)
-    print(f"[3/4] rolling out {ckpt} for {rollouts} episodes on unseen seeds, acting on the mean of "
-          f"{actor.runner.config.action_samples} sampled chunks", flush=True)
-    result = rollout(actor, env, episodes=rollouts, n_envs=4, out=out / "rollout", videos=4)
+    samples = json.loads((ckpt / "config.json").read_text())["action_samples"]
+    print(f"[3/4] rolling out {ckpt} for {rollouts} episodes on unseen seeds, acting on the mean of {samples} "
+          f"sampled chunks, {workers} at once", flush=True)
+    # one process a core, each loading the checkpoint: rendering is single-threaded (100 episodes: 69 s against 109)
+    result = rollout(functools.partial(CheckpointActor, ckpt), env, episodes=rollouts, n_envs=4, out=out / "rollout",
+                     videos=4, workers=workers)  # fmt: skip
     anchor = min(rollouts, 20)  # the expert on the first seeds, as the anchor (it succeeds 96-100%: make bench-sim)
     expert = rollout("expert", env, episodes=anchor, n_envs=4, out=out / "rollout_expert", videos=0, progress=False)
     print("[4/4] done\n")

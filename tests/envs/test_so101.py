@@ -345,9 +345,12 @@ def test_top_up_evens_out_a_stopped_multi_task_recording_and_a_resume_keeps_its_
     assert record("so101/reach", 2, single, resume=True, top_up=True, **kwargs).saved == 1
 
 
-def test_record_survives_sigkill_mid_episode_and_resumes(tmp_path: Path) -> None:
+@pytest.mark.parametrize("storage", ["--video", "--images"])
+def test_record_survives_sigkill_mid_episode_and_resumes(tmp_path: Path, storage: str) -> None:
     """With a commit after every episode (on-robot recording's setting), a process killed without any cleanup keeps
-    every saved episode loadable, and `--resume` carries on. (Commits at intervals: tests/datasets/test_writer.py.)"""
+    every saved episode loadable, and `--resume` carries on, dropping what the episode in progress left: its
+    half-encoded video (video datasets encode while recording) or its PNG frames (image datasets). (Commits at
+    intervals: tests/datasets/test_writer.py.)"""
     import signal
     import time
 
@@ -356,27 +359,33 @@ def test_record_survives_sigkill_mid_episode_and_resumes(tmp_path: Path) -> None
     out = tmp_path / "reach"
     vla = str(Path(sys.executable).with_name("vla"))
     cmd = [vla, "record", "--env", "so101/reach", "--episodes", "100", "--out", str(out), "--image-size", "32x32",
-           "--commit-every", "0", "--video"]
+           "--commit-every", "0", storage]
+    video = storage == "--video"
+
+    def unsaved() -> list[Path]:  # what the episode in progress keeps on disk
+        return sorted(out.glob("tmp*/*.mp4")) if video else sorted((out / "images").rglob("*.png"))
+
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     state = out / "meta/vla_record.json"
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline and proc.poll() is None:  # kill it with 3+ episodes saved, mid-episode
         saved = state.is_file() and json.loads(state.read_text())["next_seed"] >= 3
-        if saved and len(list((out / "images").rglob("*.png"))) >= 10:
+        if saved and len(unsaved()) >= (1 if video else 10):
             break
         time.sleep(0.01)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    left = sorted((out / "images").rglob("*.png"))
-    assert left  # frames of the unsaved episode were on disk when it died
-    for i in range(100, 140):  # as if it had run longer than the episode that will take its index
-        (left[0].parent / f"frame-{i:06d}.png").write_bytes(left[0].read_bytes())
+    left = unsaved()
+    assert left  # the unsaved episode's frames or video were on disk when it died
+    if not video:
+        for i in range(100, 140):  # as if it had run longer than the episode that will take its index
+            (left[0].parent / f"frame-{i:06d}.png").write_bytes(left[0].read_bytes())
 
     def check(ds: LeRobotDataset) -> None:
         assert len(ds) == ds.meta.total_frames
         for ep in range(ds.meta.total_episodes):  # every episode's video spans exactly its frames
             meta = ds.meta.episodes[ep]
-            for cam in ("front", "wrist"):
+            for cam in ("front", "wrist") if video else ():
                 span = meta[f"videos/observation.images.{cam}/to_timestamp"]
                 span -= meta[f"videos/observation.images.{cam}/from_timestamp"]
                 assert span == pytest.approx(meta["length"] / 30, abs=1e-3)
@@ -389,7 +398,7 @@ def test_record_survives_sigkill_mid_episode_and_resumes(tmp_path: Path) -> None
     check(killed)
     subprocess.run([*cmd[:5], "2", *cmd[6:], "--resume"], check=True, capture_output=True)
     resumed = LeRobotDataset("local/so101_reach", root=out)
-    assert resumed.meta.total_episodes == saved + 2 and not list((out / "images").rglob("*.png"))
+    assert resumed.meta.total_episodes == saved + 2 and not unsaved() and not list(out.glob("tmp*"))
     check(resumed)
 
 

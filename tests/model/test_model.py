@@ -35,18 +35,21 @@ def test_sample_shapes(preset: str) -> None:
 
 
 def test_action_samples_average_draws_over_one_prefix() -> None:
-    """`samples=3` is the mean of three chunks integrated from three noise draws, sharing one prefix cache."""
+    """`samples=3` is the mean of three chunks integrated from three noise draws, run as one batch over one
+    prefix cache; the cache-free reference path agrees."""
     model = make()
     obs = hard_obs(TINY)
     noise = torch.randn(3, obs.batch_size, TINY.chunk_size, TINY.max_action_dim)
     with torch.no_grad():
         each = torch.stack([model.sample_actions(obs, noise=n) for n in noise])
         mean = model.sample_actions(obs, noise=noise, samples=3)
+        uncached = model.sample_actions(obs, noise=noise, samples=3, use_cache=False)
         torch.manual_seed(5)
         drawn = model.sample_actions(obs, samples=3)
         torch.manual_seed(5)
         first = model.sample_actions(obs)
     torch.testing.assert_close(mean, each.mean(0), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(uncached, mean, rtol=1e-4, atol=1e-5)  # the reference path, observations repeated
     assert (each[0] - each[1]).abs().max() > 1e-3  # the draws differ, so the mean is not any one of them
     assert (drawn - first).abs().max() > 1e-3  # without noise given: fresh draws, averaged
     with pytest.raises(ValueError, match="samples must be at least 1"):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import json
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +12,7 @@ import torch
 from lerobot.configs import FeatureType, PolicyFeature
 from lerobot.policies import ACTConfig, get_policy_class, make_pre_post_processors
 
-from vla.envs.rollout import rollout
+from vla.envs.rollout import EVAL_SEED, rollout
 from vla.policies.configuration_vla import VLAConfig
 from vla.policies.inference import InferencePolicy
 from vla.policies.modeling_vla import VLAPolicy
@@ -128,3 +130,43 @@ def test_only_our_checkpoints_continue_a_prefix(act: Path) -> None:
         runner.chunk(batch, prefix=torch.zeros(2, 6), delay=1)
     with pytest.raises(ValueError, match="--dtype and --compile apply to ours"):
         InferencePolicy.load(act, dtype="int8")
+
+
+def test_a_rollout_in_two_processes_plays_what_one_process_plays(ours: Path, tmp_path: Path) -> None:
+    """`workers=2`: each process loads the checkpoint and plays whole waves, seeded as one process seeds them, so
+    every episode ends the same (steps, return, success) and the first episode's video is written."""
+    load = functools.partial(CheckpointActor, ours)
+    kwargs = dict(episodes=5, n_envs=2, videos=1, progress=False)
+    one = rollout(load(), "so101/reach", out=tmp_path / "one", **kwargs)
+    two = rollout(load, "so101/reach", out=tmp_path / "two", workers=2, **kwargs)
+    detail = [json.loads((tmp_path / d / "results.json").read_text())["episodes_detail"] for d in ("one", "two")]
+    assert [e["episode"] for e in detail[1]] == [0, 1, 2, 3, 4] and [e["seed"] for e in detail[1]] == \
+        [EVAL_SEED + k for k in range(5)]
+    assert detail[0] == detail[1]
+    assert len({e["return"] for e in detail[0]}) == 5  # the episodes differ: the comparison is not of constants
+    assert (two.successes, two.episodes, two.mean_steps) == (one.successes, one.episodes, one.mean_steps)
+    assert [Path(v).name for v in two.videos] == [Path(v).name for v in one.videos] and len(two.videos) == 1
+    with pytest.raises(ValueError, match="needs a loader of the policy"):
+        rollout(load(), "so101/reach", out=tmp_path / "refused", workers=2, **kwargs)
+
+
+def test_an_interrupted_rollout_keeps_the_episodes_it_finished(ours: Path, tmp_path: Path) -> None:
+    """Ctrl-C in the second wave: results.json holds the first wave's episodes, marked interrupted."""
+
+    class Stopped(CheckpointActor):
+        waves = 0
+
+        def reset(self, seed=None):
+            self.waves += 1
+            super().reset(seed)
+
+        def act(self, observations, tasks):
+            if self.waves == 2:
+                raise KeyboardInterrupt
+            return super().act(observations, tasks)
+
+    with pytest.raises(KeyboardInterrupt):
+        rollout(Stopped(ours), "so101/reach", episodes=4, n_envs=2, out=tmp_path, videos=0, progress=False)
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert saved["interrupted"] is True and saved["episodes"] == 2
+    assert [e["seed"] for e in saved["episodes_detail"]] == [EVAL_SEED, EVAL_SEED + 1]

@@ -15,7 +15,9 @@ committed one by one, and 100 took 124 s against 77 s at 30 s. Ctrl-C, SIGTERM
 and a normal end always commit what was saved; a SIGKILL or power loss loses the episodes saved since the last
 commit, and the next `--resume` (opening the dataset with `resume=True`) rolls the directory back to that commit
 before appending. Opening an existing dataset appends to it after checking its features match. Videos are H.264
-(`RGBEncoderConfig(vcodec="h264")`): fast to encode and decodable everywhere.
+(`RGBEncoderConfig(vcodec="h264")`): fast to encode and decodable everywhere; they are encoded while the episode
+is recorded (LeRobot's `streaming_encoding`), not from PNG frames written and read back after it: 40 pick-color
+episodes in two processes took 34 s against 40 s.
 """
 
 from __future__ import annotations
@@ -78,7 +80,7 @@ class EpisodeWriter:
                     raise FileExistsError(f"{self.root} already exists; pass --resume to append to it")
             self.dataset = LeRobotDataset.create(
                 repo_id=repo_id, fps=fps, root=self.root, features=features, robot_type=robot_type,
-                use_videos=use_videos, rgb_encoder=h264(),
+                use_videos=use_videos, rgb_encoder=h264(), streaming_encoding=use_videos,
             )  # fmt: skip
             write_commit(self.root, 0)  # a kill before the first commit rolls back to this empty dataset
         self.last_commit = time.monotonic()
@@ -94,7 +96,7 @@ class EpisodeWriter:
     def _open(self):
         from lerobot.datasets import LeRobotDataset
 
-        return LeRobotDataset.resume(self.repo_id, root=self.root, rgb_encoder=h264())
+        return LeRobotDataset.resume(self.repo_id, root=self.root, rgb_encoder=h264(), streaming_encoding=True)
 
     def _check_compatible(self, features: dict[str, dict], fps: int) -> None:
         have = self.dataset.meta

@@ -5,21 +5,31 @@ queue is shared by the batch, so a wave starts and ends together; an env that fi
 at `EVAL_SEED`, far from the recording seeds (0 up), so rollouts never replay a training initial state. Reports
 success with a 95% Wilson interval overall and per instruction, writes `results.json` and mp4 videos of the first
 episodes (front camera).
+
+Each wave seeds the policy's sampling from its first episode's seed (`Actor.reset`), so a rollout is
+reproducible. With `workers` > 1, that many processes each play a contiguous share of the waves (the same
+episodes, seeds and sampling as one process, so the same results), each with its own copy of the policy loaded
+from a loader such as `functools.partial(CheckpointActor, path)`: MuJoCo's EGL contexts belong to the thread that
+made them and software rendering takes half a CPU rollout's time, so processes are how a rollout uses more cores.
+Interrupted (Ctrl-C, SIGTERM), a rollout writes the episodes it finished to `results.json`, marked "interrupted".
 """
 
 from __future__ import annotations
 
 import json
 import math
+import os
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, runtime_checkable
 
 import numpy as np
 
 from vla.envs.suite import make_env, make_expert
+from vla.signals import sigterm_as_interrupt
 
 EVAL_SEED = 1_000_000
 
@@ -64,14 +74,23 @@ def rates_by(records: list[dict[str, Any]], key: str) -> dict[str, dict[str, Any
             for k, v in groups.items()}  # fmt: skip
 
 
+@runtime_checkable
 class Actor(Protocol):
     """What `rollout` plays: a policy acting on a batch of env observations (`vla.runtime.checkpoint.
-    CheckpointActor` loads any LeRobot checkpoint as one). `name` is what the results call it."""
+    CheckpointActor` loads any LeRobot checkpoint as one). `name` is what the results call it; `reset(seed)` starts
+    a wave of episodes, seeding the policy's own sampling so that a wave plays the same whichever process plays it."""
 
     name: str
 
-    def reset(self) -> None: ...
+    def reset(self, seed: int | None = None) -> None: ...
     def act(self, observations: list[dict[str, Any]], tasks: list[str]) -> np.ndarray: ...
+
+
+# a picklable function of no arguments that loads an actor (`functools.partial(CheckpointActor, path)`): what each
+# worker process of a parallel rollout calls to get its own copy of the policy
+ActorLoader = Callable[[], Actor]
+Plan = list[tuple[int, "dict[str, str] | None"]]  # each episode's seed and reset options, in episode order
+Report = Callable[[list[dict[str, Any]], list[str]], None]  # a wave's records and the videos it wrote
 
 
 @dataclass
@@ -104,7 +123,7 @@ def env_views(cameras: dict[str, tuple[int, int]] | None) -> dict[str, Any]:
 
 
 def rollout(
-    policy: Actor | Literal["expert"],
+    policy: Actor | ActorLoader | Literal["expert"],
     env_name: str,
     episodes: int = 50,
     n_envs: int = 4,
@@ -113,53 +132,172 @@ def rollout(
     videos: int = 4,
     progress: bool = True,
     targets: tuple[str, ...] = (),
+    workers: int = 1,
 ) -> RolloutResult:
-    """Roll `policy` (an `Actor`, or "expert": the env's scripted expert) out for `episodes` episodes from seed
-    `seed` on. With `targets` (a language probe), each
-    scene is played once per target, naming that object (episode k: seed `seed + k // len(targets)`, target
+    """Roll `policy` (an `Actor`, a loader of one, or "expert": the env's scripted expert) out for `episodes`
+    episodes from seed `seed` on, in waves of `n_envs` envs; with `workers` > 1, in that many processes at once,
+    each loading its own actor (`policy` must then be a loader or "expert"). With `targets` (a language probe),
+    each scene is played once per target, naming that object (episode k: seed `seed + k // len(targets)`, target
     `targets[k % len(targets)]`), so the same layout is asked for each object in turn."""
     from tqdm import tqdm
 
+    if workers < 1:
+        raise ValueError(f"workers must be at least 1, got {workers}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    n_envs = max(1, min(n_envs, episodes))
-    actor = None if policy == "expert" else policy
-    views = env_views(getattr(actor, "cameras", None))
-    envs = [make_env(env_name, **views) for _ in range(n_envs)]
-    experts = [make_expert(e) for e in envs] if actor is None else None
+    plan: Plan = [(seed + k // len(targets), {"target": targets[k % len(targets)]}) if targets else (seed + k, None)
+                  for k in range(episodes)]  # fmt: skip
     records: list[dict[str, Any]] = []
     video_paths: list[str] = []
-    start = time.perf_counter()
+    name = ["expert"]
     bar = tqdm(total=episodes, desc=f"rollout {env_name}", unit="ep", disable=not progress)
+
+    def report(played: list[dict[str, Any]], paths: list[str]) -> None:
+        records.extend(played)
+        video_paths.extend(paths)
+        bar.update(len(played))
+        bar.set_postfix(success=f"{sum(r['success'] for r in records)}/{len(records)}")
+
+    start = time.perf_counter()
     try:
-        while len(records) < episodes:
-            first, wave = len(records), min(n_envs, episodes - len(records))
-            seeds = [seed + (first + i) // len(targets) if targets else seed + first + i for i in range(wave)]
-            options = [{"target": targets[(first + i) % len(targets)]} if targets else None for i in range(wave)]
-            played, clips = _play_wave(envs[:wave], seeds, options, actor, experts, filmed=max(0, videos - first))
-            records += played
-            for i, clip in clips.items():
-                path = out / f"episode_{first + i:03d}_{'success' if played[i]['success'] else 'failure'}.mp4"
-                write_mp4(path, clip, envs[i].metadata["render_fps"])
-                video_paths.append(str(path))
-            bar.update(wave)
-            bar.set_postfix(success=f"{sum(r['success'] for r in records)}/{len(records)}")
+        with sigterm_as_interrupt():
+            if workers > 1 and len(plan) > 1:
+                _play_in_workers(policy, env_name, plan, n_envs, out, videos, workers, report, name)
+            else:
+                actor = _load(policy)
+                name[0] = "expert" if actor is None else actor.name
+                _play(actor, env_name, plan, 0, n_envs, out, videos, report)
+    except KeyboardInterrupt:
+        if records:
+            _write_results(out, env_name, name[0], records, video_paths, time.perf_counter() - start, interrupted=True)
+        raise
     finally:
         bar.close()
-        for e in envs:
-            e.close()
+    return _write_results(out, env_name, name[0], records, video_paths, time.perf_counter() - start)
+
+
+def _load(policy: Actor | ActorLoader | Literal["expert"]) -> Actor | None:
+    """The actor `policy` is or loads; None for the scripted expert."""
+    if policy == "expert":
+        return None
+    return policy if isinstance(policy, Actor) else policy()
+
+
+def _write_results(out: Path, env_name: str, policy: str, records: list[dict[str, Any]], videos: list[str],
+                   seconds: float, interrupted: bool = False) -> RolloutResult:  # fmt: skip
+    """The result of the episodes played (in episode order, whatever order they finished in), saved with every
+    episode's record to `out/results.json`."""
+    records = sorted(records, key=lambda r: r["episode"])
     wins = sum(r["success"] for r in records)
     result = RolloutResult(
-        env=env_name, policy="expert" if actor is None else actor.name, episodes=len(records), successes=wins,
+        env=env_name, policy=policy, episodes=len(records), successes=wins,
         success_rate=wins / len(records), ci95=wilson(wins, len(records)),
         per_instruction=rates_by(records, "instruction"), per_target=rates_by(records, "target"),
         wrong_object=sum(bool(r["wrong_object"]) for r in records)
         if any(r["wrong_object"] is not None for r in records) else None,
-        seeds=(seed, records[-1]["seed"]), mean_steps=float(np.mean([r["steps"] for r in records])),
-        seconds=time.perf_counter() - start, videos=video_paths,
+        seeds=(records[0]["seed"], records[-1]["seed"]), mean_steps=float(np.mean([r["steps"] for r in records])),
+        seconds=seconds, videos=sorted(videos),
     )  # fmt: skip
-    (out / "results.json").write_text(json.dumps({**asdict(result), "episodes_detail": records}, indent=2))
+    extra = {"interrupted": True} if interrupted else {}
+    (out / "results.json").write_text(json.dumps({**asdict(result), **extra, "episodes_detail": records}, indent=2))
     return result
+
+
+def _play(actor: Actor | None, env_name: str, plan: Plan, first: int, n_envs: int, out: Path, videos: int,
+          report: Report) -> None:  # fmt: skip
+    """Play `plan` (episodes `first`, `first` + 1, ...) in waves of `n_envs` envs, filming episodes below
+    `videos`; `report` gets each wave's records and videos."""
+    views = env_views(getattr(actor, "cameras", None))
+    envs = [make_env(env_name, **views) for _ in range(max(1, min(n_envs, len(plan))))]
+    experts = [make_expert(e) for e in envs] if actor is None else None
+    try:
+        for offset in range(0, len(plan), len(envs)):
+            wave, index = plan[offset: offset + len(envs)], first + offset
+            played, clips = _play_wave(envs[: len(wave)], [s for s, _ in wave], [o for _, o in wave], actor,
+                                       experts, filmed=max(0, videos - index))  # fmt: skip
+            for i, record in enumerate(played):
+                record["episode"] = index + i
+            paths = []
+            for i, clip in clips.items():
+                path = out / f"episode_{index + i:03d}_{'success' if played[i]['success'] else 'failure'}.mp4"
+                write_mp4(path, clip, envs[i].metadata["render_fps"])
+                paths.append(str(path))
+            report(played, paths)
+    finally:
+        for e in envs:
+            e.close()
+
+
+def _play_in_workers(policy: Actor | ActorLoader | Literal["expert"], env_name: str, plan: Plan, n_envs: int,
+                     out: Path, videos: int, workers: int, report: Report, name: list[str]) -> None:  # fmt: skip
+    """`_play` in `workers` spawned processes, worker k on the k-th contiguous share of `plan`, each with torch
+    threads for its share of the cores; their waves reach `report` as they finish. A worker that fails or dies
+    stops the others and raises here with its error; on Ctrl-C they are stopped too."""
+    import multiprocessing
+    import queue
+
+    if isinstance(policy, Actor):
+        raise ValueError("a rollout in several worker processes needs a loader of the policy, which each worker "
+                         "calls (functools.partial(CheckpointActor, path)), not an actor already loaded")
+    n_envs = max(1, min(n_envs, len(plan)))
+    waves = -(-len(plan) // n_envs)
+    workers = min(workers, waves)
+    threads = max(1, len(os.sched_getaffinity(0)) // workers)
+    # whole waves to each worker, so every wave (and its seeded sampling) is the one a single process plays
+    bounds = [min(len(plan), n_envs * (waves * k // workers)) for k in range(workers + 1)]
+    context = multiprocessing.get_context("spawn")  # a fresh interpreter each: no forked OpenGL or torch state
+    messages = context.Queue()
+    jobs = [context.Process(target=_worker, name=f"rollout-{k}", daemon=True, args=(
+        policy, env_name, plan[bounds[k]: bounds[k + 1]], bounds[k], n_envs, out, videos, threads, messages))
+        for k in range(workers)]  # fmt: skip
+    try:
+        for job in jobs:
+            job.start()
+        done = 0
+        while done < workers:
+            try:
+                kind, payload = messages.get(timeout=1.0)
+            except queue.Empty:
+                dead = [job for job in jobs if job.exitcode not in (None, 0)]
+                if dead:
+                    raise RuntimeError(f"rollout worker {dead[0].name} died (exit code {dead[0].exitcode}) before "
+                                       f"finishing its episodes") from None  # fmt: skip
+                continue
+            if kind == "error":
+                raise RuntimeError(f"a rollout worker failed:\n{payload}")
+            if kind == "actor":
+                name[0] = payload
+            elif kind == "wave":
+                report(*payload)
+            else:
+                done += 1
+    finally:
+        for job in jobs:
+            if job.is_alive():
+                job.terminate()
+        for job in jobs:
+            job.join()
+
+
+def _worker(policy: ActorLoader | Literal["expert"], env_name: str, plan: Plan, first: int, n_envs: int, out: Path,
+            videos: int, threads: int, messages: Any) -> None:  # fmt: skip
+    """One worker process of `_play_in_workers`: messages ("actor", name), ("wave", (records, videos)) per wave,
+    then ("done", None); or ("error", traceback)."""
+    import traceback
+
+    try:
+        if policy != "expert":
+            import torch
+
+            torch.set_num_threads(threads)
+        actor = _load(policy)
+        messages.put(("actor", "expert" if actor is None else actor.name))
+        _play(actor, env_name, plan, first, n_envs, out, videos, lambda *wave: messages.put(("wave", wave)))
+        messages.put(("done", None))
+    except KeyboardInterrupt:  # the terminal's Ctrl-C reaches the workers too; the parent reports it
+        pass
+    except BaseException:
+        messages.put(("error", traceback.format_exc()))
 
 
 def _play_wave(envs: list[Any], seeds: list[int], options: list[dict[str, str] | None], actor: Actor | None,
@@ -171,7 +309,7 @@ def _play_wave(envs: list[Any], seeds: list[int], options: list[dict[str, str] |
     for expert in experts or []:
         expert.reset()
     if actor is not None:
-        actor.reset()
+        actor.reset(seed=seeds[0])
     n = len(envs)
     done, success, steps, returns = [False] * n, [False] * n, [0] * n, [0.0] * n
     wrong: list[bool | None] = [None] * n
@@ -205,10 +343,10 @@ def task_out(out: str | Path, env_name: str) -> Path:
     return Path(out) / env_name.replace("/", "_")
 
 
-def rollout_tasks(policy: Actor | Literal["expert"], env_names: list[str], episodes: int = 50, n_envs: int = 4,
-                  out: str | Path = "outputs/rollout", **kwargs: Any) -> list[RolloutResult]:  # fmt: skip
+def rollout_tasks(policy: Actor | ActorLoader | Literal["expert"], env_names: list[str], episodes: int = 50,
+                  n_envs: int = 4, out: str | Path = "outputs/rollout", **kwargs: Any) -> list[RolloutResult]:
     """`rollout` on each env in turn (a multi-task policy), each into `task_out(out, env)`; `out/summary.json`
-    holds every env's success and their mean (`summarize`)."""
+    holds every env's success and their mean (`summarize`). A loader is called once per env (each worker's)."""
     results = [rollout(policy, name, episodes, n_envs, task_out(out, name), **kwargs) for name in env_names]
     Path(out).mkdir(parents=True, exist_ok=True)
     (Path(out) / "summary.json").write_text(json.dumps(summarize(results), indent=2))

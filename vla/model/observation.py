@@ -40,6 +40,17 @@ class Observation:
     def batch_size(self) -> int:
         return int(self.state.shape[0])
 
+    def repeat(self, k: int) -> Observation:
+        """Each observation k times in a row (B*k batch), the layout of `PrefixCache.repeat`."""
+        if k == 1:
+            return self
+
+        def rep(x: torch.Tensor) -> torch.Tensor:
+            return x.repeat_interleave(k, dim=0)
+
+        return Observation(images=[rep(im) for im in self.images], image_masks=rep(self.image_masks),
+                           state=rep(self.state), tokens=rep(self.tokens), token_mask=rep(self.token_mask))
+
     def to(self, device: torch.device | str) -> Observation:
         return Observation(images=[im.to(device) for im in self.images], image_masks=self.image_masks.to(device),
                            state=self.state.to(device), tokens=self.tokens.to(device),

@@ -410,26 +410,21 @@ class VLAModel(nn.Module):
                        use_cache: bool = True, samples: int = 1) -> torch.Tensor:
         """Euler integration from t=1 (noise) to t=0 -> actions (B, chunk_size, max_action_dim). `samples` > 1
         integrates that many noise draws (or the leading dimension of `noise`, (samples, B, chunk, dim)) over one
-        prefix cache and returns their mean."""
+        prefix and returns their mean; the draws run as one batch of B*samples through the expert."""
         cfg = self.cfg
         steps = num_steps or cfg.num_steps
         b, dev = obs.batch_size, obs.state.device
-        shape = (b, cfg.chunk_size, cfg.max_action_dim)
         if samples < 1:
             raise ValueError(f"samples must be at least 1, got {samples}")
-
-        def draw(k: int) -> torch.Tensor:
-            return torch.randn(shape, device=dev) if noise is None else (noise[k] if samples > 1 else noise)
-
-        first = draw(0)  # drawn before the prefix, as a single sample always was
-        cache = self.fill_cache(obs, cfg.chunk_size) if use_cache else None
-        times = [torch.full((b,), 1.0 - i / steps, device=dev) for i in range(steps)]  # the same for every draw
-        total: torch.Tensor | None = None
-        for k in range(samples):
-            x = first if k == 0 else draw(k)
-            for t in times:
-                v = self.denoise_step(x, t, cache) if cache is not None else self.denoise_full(obs, x, t)
-                x = x - v / steps
-            total = x if total is None else total + x
-        assert total is not None
-        return total / samples if samples > 1 else total
+        shape = (b, cfg.chunk_size, cfg.max_action_dim)
+        if noise is None:  # drawn before the prefix, as a single sample always was
+            noise = torch.randn(shape if samples == 1 else (samples, *shape), device=dev)
+        # each observation's draws in consecutive rows, as `PrefixCache.repeat` lays out its cache
+        x = noise if samples == 1 else noise.transpose(0, 1).reshape(b * samples, *shape[1:])
+        cache = self.fill_cache(obs, cfg.chunk_size).repeat(samples) if use_cache else None
+        full_obs = obs.repeat(samples) if cache is None else obs
+        for i in range(steps):
+            t = torch.full((b * samples,), 1.0 - i / steps, device=dev)
+            v = self.denoise_step(x, t, cache) if cache is not None else self.denoise_full(full_obs, x, t)
+            x = x - v / steps
+        return x if samples == 1 else x.view(b, samples, *shape[1:]).mean(1)

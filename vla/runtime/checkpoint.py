@@ -165,8 +165,11 @@ class CheckpointActor:
                 raise ValueError(f"action samples apply to our VLA checkpoints, not '{self.runner.config.type}'")
             self.runner.config.action_samples = action_samples
 
-    def reset(self) -> None:
+    def reset(self, seed: int | None = None) -> None:
+        """A new batch of episodes: the action queue emptied and, given a seed, the policy's sampling seeded."""
         self.runner.reset()
+        if seed is not None:
+            torch.manual_seed(seed)
 
     def act(self, observations: list[dict[str, Any]], tasks: list[str]) -> np.ndarray:
         return self.runner.act(env_batch(observations, tasks)).cpu().numpy()
