@@ -128,26 +128,28 @@ def run_sim(out: Path, env: str, steps: int, episodes: int, batch_size: int, pre
     cache = build_cache(out / "data", progress=False)  # vla train then reads frames from it, not from video
     print(f"      frame cache {cache} built in {time.time() - started:.0f} s")
     print(f"[2/4] training the '{preset}' VLA ({dtype}) for {steps} steps with vla train", flush=True)
-    # the `cpu` recipe (docs/learning.md): half of each chunk executed before the next is predicted, the weights'
-    # moving average saved, eight noise draws per observation sharing its prefix, and the learning rate on a cosine
-    # planned three runs long, so the run ends at 3/4 of the peak while the average smooths it (a cosine decayed to
-    # zero over a short run: 13-28/100; the 3,000-step checkpoint of a 9,000-step run: 56/100, with 4 draws 71/100;
-    # in the same minutes, 2,050 steps with 8 draws 171/200 against 2,600 with 4 draws 160/200)
+    # the `cpu` recipe (docs/learning.md): the weights' moving average saved, eight noise draws per observation
+    # sharing its prefix, and the learning rate on a cosine planned three runs long, so the run ends at 3/4 of the
+    # peak while the average smooths it (a cosine decayed to zero over a short run: 13-28/100; the 3,000-step
+    # checkpoint of a 9,000-step run: 56/100, with 4 draws 71/100; in the same minutes, 2,050 steps with 8 draws
+    # 171/200 against 2,600 with 4 draws 160/200)
     cpu = preset == "cpu"
-    flags = ("--policy.n_action_steps=8", "--policy.ema_decay=0.999", "--policy.flow_samples=8",
+    flags = ("--policy.n_action_steps=4", "--policy.ema_decay=0.999", "--policy.flow_samples=8",
              "--policy.scheduler_scale_to_run=false")  # fmt: skip
-    # the checkpoint acts on the mean of eight sampled chunks (its config says so, so `vla rollout` and `vla deploy`
-    # of it do the same; 46 ms a chunk against 15 for one here): which buys back the steps the 15 minutes do not
-    # hold. 1,600 steps: 166/200 with eight, 159/200 with four, 143/200 with one; the 2,050 steps that overran:
-    # 181/200 with four, 162/200 with one (docs/learning.md)
+    # how the checkpoint acts (its config says so, so `vla rollout` and `vla deploy` of it do the same): on the mean
+    # of eight sampled chunks (26 ms a chunk against 16 for one here), which buys back the steps the 15 minutes do
+    # not hold (1,600 steps: 166/200 with eight, 143/200 with one), executing 4 of each chunk's 16 actions before
+    # the next (a training run does not read it: on the 1,600-step checkpoint, seeded, 332/400 against 310/400
+    # with 8; 2 and 3 were worse, 151/200 and 159/200) (docs/learning.md)
     samples = ("--policy.action_samples=8",)
     losses = train(out / "data", out / "train", steps, batch_size, preset, dtype, lr, repo_id=repo_id,
                    flags=(flags if cpu else ()) + samples, decay_steps=3 * steps if cpu else steps)  # fmt: skip
     plot(losses, out / "loss.png")
     ckpt = out / "train" / "checkpoints" / "last" / "pretrained_model"
-    samples = json.loads((ckpt / "config.json").read_text())["action_samples"]
-    print(f"[3/4] rolling out {ckpt} for {rollouts} episodes on unseen seeds, acting on the mean of {samples} "
-          f"sampled chunks, {workers} at once", flush=True)
+    config = json.loads((ckpt / "config.json").read_text())
+    print(f"[3/4] rolling out {ckpt} for {rollouts} episodes on unseen seeds, acting on the mean of "
+          f"{config['action_samples']} sampled chunks and executing {config['n_action_steps']} actions of each, in "
+          f"{workers} processes", flush=True)  # fmt: skip
     # one process a core, each loading the checkpoint: rendering is single-threaded (100 episodes: 69 s against 109)
     result = rollout(functools.partial(CheckpointActor, ckpt), env, episodes=rollouts, n_envs=4, out=out / "rollout",
                      videos=4, workers=workers)  # fmt: skip
