@@ -41,6 +41,7 @@ must run alone on the machine. Prints a table and writes results.json and succes
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import re
@@ -169,8 +170,9 @@ def run_task(task: str, policies: list[str], args: argparse.Namespace, done: lis
             episodes = args.rollouts if fraction == 1.0 else args.curve_rollouts
             if not episodes:
                 continue
-            result = rollout(CheckpointActor(ckpt), task, episodes=episodes, n_envs=4,
-                             out=work / f"rollout-{policy}-{step}", videos=2 if fraction == 1.0 else 0)
+            result = rollout(functools.partial(CheckpointActor, ckpt), task, episodes=episodes, n_envs=4,
+                             out=work / f"rollout-{policy}-{step}", videos=2 if fraction == 1.0 else 0,
+                             workers=len(os.sched_getaffinity(0)))  # fmt: skip
             curve.append({"step": step, "minutes": minutes * fraction, "episodes": result.episodes,
                           "successes": result.successes, "ci95": result.ci95,
                           "wrong_object": result.wrong_object, "per_target": result.per_target})

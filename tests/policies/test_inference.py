@@ -148,6 +148,9 @@ def test_a_rollout_in_two_processes_plays_what_one_process_plays(ours: Path, tmp
     assert [Path(v).name for v in two.videos] == [Path(v).name for v in one.videos] and len(two.videos) == 1
     with pytest.raises(ValueError, match="needs a loader of the policy"):
         rollout(load(), "so101/reach", out=tmp_path / "refused", workers=2, **kwargs)
+    missing = functools.partial(CheckpointActor, tmp_path / "no-such-checkpoint")
+    with pytest.raises(RuntimeError, match=r"(?s)rollout worker \d failed:.*no-such-checkpoint"):
+        rollout(missing, "so101/reach", out=tmp_path / "failed", workers=2, **kwargs)
 
 
 def test_an_interrupted_rollout_keeps_the_episodes_it_finished(ours: Path, tmp_path: Path) -> None:

@@ -149,7 +149,7 @@ def rollout(
                   for k in range(episodes)]  # fmt: skip
     records: list[dict[str, Any]] = []
     video_paths: list[str] = []
-    name = ["expert"]
+    name = "expert"
     bar = tqdm(total=episodes, desc=f"rollout {env_name}", unit="ep", disable=not progress)
 
     def report(played: list[dict[str, Any]], paths: list[str]) -> None:
@@ -162,18 +162,18 @@ def rollout(
     try:
         with sigterm_as_interrupt():
             if workers > 1 and len(plan) > 1:
-                _play_in_workers(policy, env_name, plan, n_envs, out, videos, workers, report, name)
+                name = _play_in_workers(policy, env_name, plan, n_envs, out, videos, workers, report)
             else:
                 actor = _load(policy)
-                name[0] = "expert" if actor is None else actor.name
+                name = "expert" if actor is None else actor.name
                 _play(actor, env_name, plan, 0, n_envs, out, videos, report)
     except KeyboardInterrupt:
         if records:
-            _write_results(out, env_name, name[0], records, video_paths, time.perf_counter() - start, interrupted=True)
+            _write_results(out, env_name, name, records, video_paths, time.perf_counter() - start, interrupted=True)
         raise
     finally:
         bar.close()
-    return _write_results(out, env_name, name[0], records, video_paths, time.perf_counter() - start)
+    return _write_results(out, env_name, name, records, video_paths, time.perf_counter() - start)
 
 
 def _load(policy: Actor | ActorLoader | Literal["expert"]) -> Actor | None:
@@ -229,10 +229,11 @@ def _play(actor: Actor | None, env_name: str, plan: Plan, first: int, n_envs: in
 
 
 def _play_in_workers(policy: Actor | ActorLoader | Literal["expert"], env_name: str, plan: Plan, n_envs: int,
-                     out: Path, videos: int, workers: int, report: Report, name: list[str]) -> None:  # fmt: skip
+                     out: Path, videos: int, workers: int, report: Report) -> str:  # fmt: skip
     """`_play` in `workers` spawned processes, worker k on the k-th contiguous share of `plan`, each with torch
-    threads for its share of the cores; their waves reach `report` as they finish. A worker that fails or dies
-    stops the others and raises here with its error; on Ctrl-C they are stopped too."""
+    threads for its share of the cores; their waves reach `report` as they finish; -> the actor's name. A worker
+    that fails, dies or stops early stops the others and raises here (KeyboardInterrupt for a worker's Ctrl-C);
+    on Ctrl-C here they are stopped too."""
     import multiprocessing
     import queue
 
@@ -248,29 +249,32 @@ def _play_in_workers(policy: Actor | ActorLoader | Literal["expert"], env_name: 
     context = multiprocessing.get_context("spawn")  # a fresh interpreter each: no forked OpenGL or torch state
     messages = context.Queue()
     jobs = [context.Process(target=_worker, name=f"rollout-{k}", daemon=True, args=(
-        policy, env_name, plan[bounds[k]: bounds[k + 1]], bounds[k], n_envs, out, videos, threads, messages))
+        k, policy, env_name, plan[bounds[k]: bounds[k + 1]], bounds[k], n_envs, out, videos, threads, messages))
         for k in range(workers)]  # fmt: skip
+    name, done = "expert", set[int]()
     try:
         for job in jobs:
             job.start()
-        done = 0
-        while done < workers:
+        while len(done) < workers:
             try:
-                kind, payload = messages.get(timeout=1.0)
-            except queue.Empty:
-                dead = [job for job in jobs if job.exitcode not in (None, 0)]
-                if dead:
-                    raise RuntimeError(f"rollout worker {dead[0].name} died (exit code {dead[0].exitcode}) before "
-                                       f"finishing its episodes") from None  # fmt: skip
+                k, kind, payload = messages.get(timeout=1.0)
+            except queue.Empty:  # every message of an ended worker has arrived by now
+                ended = [job for k, job in enumerate(jobs) if job.exitcode is not None and k not in done]
+                if ended:
+                    raise RuntimeError(f"rollout worker {ended[0].name} ended (exit code {ended[0].exitcode}) "
+                                       f"before finishing its episodes") from None  # fmt: skip
                 continue
             if kind == "error":
-                raise RuntimeError(f"a rollout worker failed:\n{payload}")
+                raise RuntimeError(f"rollout worker {k} failed:\n{payload}")
+            if kind == "interrupted":
+                raise KeyboardInterrupt(f"rollout worker {k} was interrupted")
             if kind == "actor":
-                name[0] = payload
+                name = payload
             elif kind == "wave":
                 report(*payload)
             else:
-                done += 1
+                done.add(k)
+        return name
     finally:
         for job in jobs:
             if job.is_alive():
@@ -279,10 +283,11 @@ def _play_in_workers(policy: Actor | ActorLoader | Literal["expert"], env_name: 
             job.join()
 
 
-def _worker(policy: ActorLoader | Literal["expert"], env_name: str, plan: Plan, first: int, n_envs: int, out: Path,
-            videos: int, threads: int, messages: Any) -> None:  # fmt: skip
-    """One worker process of `_play_in_workers`: messages ("actor", name), ("wave", (records, videos)) per wave,
-    then ("done", None); or ("error", traceback)."""
+def _worker(k: int, policy: ActorLoader | Literal["expert"], env_name: str, plan: Plan, first: int, n_envs: int,
+            out: Path, videos: int, threads: int, messages: Any) -> None:  # fmt: skip
+    """Worker k of `_play_in_workers`; it messages (k, kind, payload): ("actor", name), ("wave", (records, videos))
+    per wave, then ("done", None); or ("error", traceback) or ("interrupted", None) (the terminal's Ctrl-C reaches
+    the workers too)."""
     import traceback
 
     try:
@@ -291,13 +296,13 @@ def _worker(policy: ActorLoader | Literal["expert"], env_name: str, plan: Plan, 
 
             torch.set_num_threads(threads)
         actor = _load(policy)
-        messages.put(("actor", "expert" if actor is None else actor.name))
-        _play(actor, env_name, plan, first, n_envs, out, videos, lambda *wave: messages.put(("wave", wave)))
-        messages.put(("done", None))
-    except KeyboardInterrupt:  # the terminal's Ctrl-C reaches the workers too; the parent reports it
-        pass
+        messages.put((k, "actor", "expert" if actor is None else actor.name))
+        _play(actor, env_name, plan, first, n_envs, out, videos, lambda *wave: messages.put((k, "wave", wave)))
+        messages.put((k, "done", None))
+    except KeyboardInterrupt:
+        messages.put((k, "interrupted", None))
     except BaseException:
-        messages.put(("error", traceback.format_exc()))
+        messages.put((k, "error", traceback.format_exc()))
 
 
 def _play_wave(envs: list[Any], seeds: list[int], options: list[dict[str, str] | None], actor: Actor | None,
