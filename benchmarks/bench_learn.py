@@ -1,13 +1,19 @@
 """`make bench-learn`: which policy learns an SO-101 task best from the same demonstrations in the same CPU time.
 
 For each task: the scripted expert records `--episodes` demonstrations once (LeRobot v3, two 96x96 cameras, seeds
-from 0) and their frame cache is built. Then every policy trains on them with `vla train` (LeRobot's training
-loop; every policy reads the same frame cache, so data loading costs all of them alike) for the same wall-clock
-budget: a 30-step probe measures each policy's seconds per step on this machine, and the run gets as many steps
-as fit in `--budget-min`. Checkpoints at 1/4, 1/2, 3/4 and all of the budget are rolled out by one harness
-(`vla.envs.rollout`, any LeRobot checkpoint) on seeds from 1,000,000, disjoint from the recording seeds: the
-final ones for `--rollouts` episodes, the earlier ones for `--curve-rollouts`, for the success-against-minutes plot.
-results.json and the plot are saved after each policy; `--resume` keeps the policies a stopped run finished.
+from 0; `--action-noise` records them with DART recoveries, as the place and stack recipes do) and their frame
+cache is built. Then every policy trains on them with `vla train` (LeRobot's training loop; every policy reads the
+same frame cache, so data loading costs all of them alike) for the same wall-clock budget: a 30-step probe
+measures each policy's seconds per step on this machine, and the run gets as many steps as fit in `--budget-min`.
+Checkpoints at 1/4, 1/2, 3/4 and all of the budget are rolled out by one harness (`vla.envs.rollout`, any LeRobot
+checkpoint) on seeds from 1,000,000, disjoint from the recording seeds: the final ones for `--rollouts` episodes,
+the earlier ones for `--curve-rollouts`, for the success-against-minutes plot. results.json and the plot are saved
+after each policy; `--resume` keeps the policies a stopped run finished.
+
+`metaworld/mt6` is the six Meta-World tasks of the issue's target (reach, push, pick-place, button-press-topdown,
+drawer-open, door-open) as one task: 50 demonstrations each by default, recorded as the recipe of
+docs/learning.md records them (exact frames, DART on the hand 0.1, the hand's start spread 10), one multi-task
+policy per row trained on all of them, and `--rollouts` split evenly among the six envs.
 
 Policies and their settings (as a user would set them for a CPU, from scratch: nothing can be downloaded here):
   vla        --policy.preset=cpu (conv tokenizer with FiLM, word vocabulary, shift augmentation, 5 Euler steps),
@@ -31,8 +37,9 @@ Policies and their settings (as a user would set them for a CPU, from scratch: n
              SmolVLA's 1e-4 are fine-tuning rates); run only when named in --policies
 
     python benchmarks/bench_learn.py [--tasks so101/pick-color] [--policies vla act diffusion smolvla] [--budget-min 10]
-                                     [--episodes 200] [--rollouts 100] [--curve-rollouts 25]
+                                     [--episodes 200] [--action-noise 0] [--rollouts 100] [--curve-rollouts 25]
                                      [--out outputs/bench_learn] [--resume]
+    python benchmarks/bench_learn.py --tasks metaworld/mt6 --rollouts 150 ...   # 25 episodes an env
 
 Needs diffusers for Diffusion Policy: `pip install -e ".[bench]"` (`make bench-learn` does it). Runs of this length
 must run alone on the machine. Prints a table and writes results.json and success.png.
@@ -75,6 +82,14 @@ VARIANTS: dict[str, list[str]] = {
     "act-lr1e-4": [*POLICIES["act"], "--policy.optimizer_lr=1e-4", "--policy.optimizer_lr_backbone=1e-4"],
     "smolvla-lr1e-3": [*POLICIES["smolvla"], "--policy.optimizer_lr=1e-3"],
 }
+# Tasks that are several envs recorded into one dataset and learned by one policy: their envs, demonstrations per
+# env, and how they are recorded (`vla.envs.collect.record`'s arguments); any other task is one env of that name.
+SUITES: dict[str, dict[str, Any]] = {
+    "metaworld/mt6": {"envs": [f"metaworld/{t}" for t in ("reach", "push", "pick-place", "button-press-topdown",
+                                                          "drawer-open", "door-open")],
+                      "episodes": 50, "record": {"use_videos": False, "action_noise": 0.1, "start_noise": 10.0}},
+}
+SO101_EPISODES = 200
 QUARTERS = (0.25, 0.5, 0.75, 1.0)
 UPDATE = re.compile(r"updt_s:([\d.]+) data_s:([\d.]+)")
 
@@ -135,17 +150,9 @@ def schedule_flags(policy: str, steps: int) -> list[str]:
 def run_task(task: str, policies: list[str], args: argparse.Namespace, done: list[dict[str, Any]]) -> None:
     """Train and roll out each policy on `task`, appending its row to `done` and saving results.json and the plot
     after each one (a stopped run keeps the policies it finished; `--resume` skips them)."""
-    from vla.datasets.cache import build_cache
-    from vla.envs.collect import record
-    from vla.envs.rollout import rollout
-    from vla.runtime.checkpoint import CheckpointActor
-
     work = args.out / task.replace("/", "_")
     data, repo_id = work / "data", f"local/{task.replace('/', '_')}"
-    if not (data / "meta" / "info.json").is_file():
-        print(f"[{task}] recording {args.episodes} expert demonstrations", flush=True)
-        record(task, args.episodes, data, repo_id=repo_id, workers=max(1, min(4, len(os.sched_getaffinity(0)))))
-        build_cache(data, progress=False)
+    envs = demonstrations(task, args, work, data, repo_id)
     for policy in policies:
         if any(r["task"] == task and r["policy"] == policy for r in done):
             print(f"[{task}] {policy}: in {args.out / 'results.json'} already", flush=True)
@@ -170,17 +177,61 @@ def run_task(task: str, policies: list[str], args: argparse.Namespace, done: lis
             episodes = args.rollouts if fraction == 1.0 else args.curve_rollouts
             if not episodes:
                 continue
-            result = rollout(functools.partial(CheckpointActor, ckpt), task, episodes=episodes, n_envs=4,
-                             out=work / f"rollout-{policy}-{step}", videos=2 if fraction == 1.0 else 0,
-                             workers=len(os.sched_getaffinity(0)))  # fmt: skip
-            curve.append({"step": step, "minutes": minutes * fraction, "episodes": result.episodes,
-                          "successes": result.successes, "ci95": result.ci95,
-                          "wrong_object": result.wrong_object, "per_target": result.per_target})
-            print(f"    step {step}: {result.successes}/{result.episodes}", flush=True)
+            result = evaluate(ckpt, envs, episodes, work / f"rollout-{policy}-{step}", final=fraction == 1.0)
+            curve.append({"step": step, "minutes": minutes * fraction, **result})
+            print(f"    step {step}: {result['successes']}/{result['episodes']}", flush=True)
         done.append({"task": task, "policy": policy, "cpu": cpu_bf16_support(), "settings": flags, "steps": steps,
                      "seconds_per_step": per_step, "train_minutes": minutes, "curve": curve})
         (args.out / "results.json").write_text(json.dumps(done, indent=2))
         plot(done, args.out / "success.png")
+
+
+def demonstrations(task: str, args: argparse.Namespace, work: Path, data: Path, repo_id: str) -> list[str]:
+    """Record `task`'s demonstrations into `data` and cache their frames, once; return the envs the task plays.
+    A work folder recorded with other settings is refused rather than reused."""
+    from vla.datasets.cache import build_cache
+    from vla.envs.collect import record
+
+    suite = SUITES.get(task, {"envs": [task], "episodes": SO101_EPISODES, "record": {}})
+    settings = {"episodes": args.episodes or suite["episodes"], **suite["record"]}
+    if args.action_noise is not None:
+        settings["action_noise"] = args.action_noise
+    settings = {k: v for k, v in settings.items() if v}  # 0: record's default, as if not given
+    stamp = work / "recording.json"
+    if (data / "meta" / "info.json").is_file():
+        before = json.loads(stamp.read_text()) if stamp.is_file() else {"episodes": SO101_EPISODES}
+        if before != settings:
+            raise SystemExit(f"{data} was recorded with {before}, not {settings}: use another --out, or the same "
+                             "--episodes and --action-noise")
+        return suite["envs"]
+    shutil.rmtree(data, ignore_errors=True)  # a recording stopped before it finished (no info.json yet)
+    episodes = settings.pop("episodes")
+    print(f"[{task}] recording {episodes} expert demonstrations" + (" an env" if len(suite["envs"]) > 1 else "")
+          + (f", {settings}" if settings else ""), flush=True)
+    names = suite["envs"] if len(suite["envs"]) > 1 else task
+    record(names, episodes, data, repo_id=repo_id, workers=max(1, min(4, len(os.sched_getaffinity(0)))),
+           **settings)  # fmt: skip
+    build_cache(data, progress=False)
+    stamp.write_text(json.dumps({"episodes": episodes, **settings}))
+    return suite["envs"]
+
+
+def evaluate(ckpt: Path, envs: list[str], episodes: int, out: Path, final: bool) -> dict[str, Any]:
+    """Roll the checkpoint out on seeds from 1,000,000 in one process a core: `episodes` on one env, or split
+    evenly among a suite's envs (rounded up), its success pooled and each env's kept."""
+    from vla.envs.rollout import rollout, rollout_tasks, summarize
+    from vla.runtime.checkpoint import CheckpointActor
+
+    loader = functools.partial(CheckpointActor, ckpt)
+    kwargs = {"n_envs": 4, "videos": (2 if len(envs) == 1 else 1) if final else 0,
+              "workers": len(os.sched_getaffinity(0))}
+    if len(envs) == 1:
+        r = rollout(loader, envs[0], episodes=episodes, out=out, **kwargs)
+        return {"episodes": r.episodes, "successes": r.successes, "ci95": r.ci95, "wrong_object": r.wrong_object,
+                "per_target": r.per_target}
+    pooled = summarize(rollout_tasks(loader, envs, episodes=-(-episodes // len(envs)), out=out, **kwargs))
+    return {"episodes": pooled["episodes"], "successes": pooled["successes"], "ci95": pooled["ci95"],
+            "wrong_object": None, "mean_success_rate": pooled["mean_success_rate"], "per_env": pooled["per_env"]}
 
 
 def plot(rows: list[dict[str, Any]], path: Path) -> None:
@@ -217,11 +268,16 @@ def table(rows: list[dict[str, Any]]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--tasks", nargs="+", default=["so101/pick-color"])
+    parser.add_argument("--tasks", nargs="+", default=["so101/pick-color"],
+                        help="so101/<task> envs, or " + ", ".join(SUITES) + " (several envs, one policy)")
     parser.add_argument("--policies", nargs="+", default=list(POLICIES), choices=[*POLICIES, *VARIANTS],
                         help="policies to train; also " + ", ".join(VARIANTS) + " (the peers at a from-scratch rate)")
     parser.add_argument("--budget-min", type=float, default=10.0, help="training wall-clock minutes per policy")
-    parser.add_argument("--episodes", type=int, default=200, help="demonstrations recorded per task")
+    parser.add_argument("--episodes", type=int, default=None,
+                        help=f"demonstrations recorded per task (default {SO101_EPISODES}; a suite's: 50 an env)")
+    parser.add_argument("--action-noise", type=float, default=None,
+                        help="record with DART recoveries of this size (`vla record --action-noise`; default: none "
+                             "for an SO-101 task, 0.1 for metaworld/mt6)")
     parser.add_argument("--rollouts", type=int, default=100, help="evaluation episodes of each final checkpoint")
     parser.add_argument("--curve-rollouts", type=int, default=25,
                         help="evaluation episodes of each earlier checkpoint (0: final checkpoints only)")
@@ -230,7 +286,7 @@ def main() -> None:
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     print(f"CPU: {cpu_bf16_support()}, {os.cpu_count()} cores; budget {args.budget_min} min "
-          f"per policy, {args.episodes} demonstrations, {args.rollouts} evaluation episodes", flush=True)
+          f"per policy, {args.rollouts} evaluation episodes", flush=True)
     results = args.out / "results.json"
     rows: list[dict[str, Any]] = json.loads(results.read_text()) if args.resume and results.is_file() else []
     for task in args.tasks:

@@ -76,6 +76,7 @@ def test_any_lerobot_checkpoint_rolls_out_through_one_harness(ours: Path, act: P
         assert actor.runner.config.type == kind
         result = rollout(actor, "so101/reach", episodes=2, n_envs=2, out=tmp_path / kind, videos=0, progress=False)
         assert result.episodes == 2 and result.mean_steps > 0
+        assert result.per_target == {}  # reach's dot is a position, not an object an instruction names
 
 
 def test_a_rollout_renders_the_cameras_and_size_the_checkpoint_was_trained_on(tmp_path: Path) -> None:

@@ -104,7 +104,7 @@ class ScriptedExpert:
         env, task = self.env, self.env.task_spec
         self.cube = None
         if isinstance(task, Reach):
-            target = np.array([*task.target, 0.012])
+            target = np.array([*task.dot, 0.012])
             yaw = float(np.arctan2(target[1], target[0]) + np.pi / 2)
             return [Waypoint(raised(target, 0.05), yaw, CLOSED, tol=0.015), Waypoint(target, yaw, CLOSED)]
         if isinstance(task, Pick):

@@ -108,13 +108,13 @@ class Reach(Task):
         add_marker(spec, "target", 0.015, COLORS["red"])
 
     def reset(self, env: SO101Env, rng: np.random.Generator) -> str:
-        (self.target,) = sample_positions(rng, 1)
-        set_marker(env, "target", self.target)
+        (self.dot,) = sample_positions(rng, 1)  # the dot's table position (no named object: no `target`)
+        set_marker(env, "target", self.dot)
         return str(rng.choice(self.phrasings))
 
     def evaluate(self, env: SO101Env) -> Result:
         tip = env.tip
-        dist_xy = float(np.linalg.norm(tip[:2] - self.target))
+        dist_xy = float(np.linalg.norm(tip[:2] - self.dot))
         height = float(tip[2])
         success = dist_xy < 0.02 and height < 0.03
         return Result(success, -dist_xy - 0.5 * max(height - 0.02, 0.0), {"distance": dist_xy, "height": height})
