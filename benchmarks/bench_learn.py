@@ -196,7 +196,8 @@ def demonstrations(task: str, args: argparse.Namespace, work: Path, data: Path, 
     settings = {"episodes": args.episodes or suite["episodes"], **suite["record"]}
     if args.action_noise is not None:
         settings["action_noise"] = args.action_noise
-    settings = {k: v for k, v in settings.items() if v}  # 0: record's default, as if not given
+    if not settings.get("action_noise", 1):
+        del settings["action_noise"]  # 0 is record's default: as if not given
     stamp = work / "recording.json"
     if (data / "meta" / "info.json").is_file():
         before = json.loads(stamp.read_text()) if stamp.is_file() else {"episodes": SO101_EPISODES}
