@@ -206,6 +206,8 @@ def demonstrations(task: str, args: argparse.Namespace, work: Path, data: Path, 
                              "--episodes and --action-noise")
         return suite["envs"]
     shutil.rmtree(data, ignore_errors=True)  # a recording stopped before it finished (no info.json yet)
+    work.mkdir(parents=True, exist_ok=True)
+    stamp.write_text(json.dumps(settings))
     episodes = settings.pop("episodes")
     print(f"[{task}] recording {episodes} expert demonstrations" + (" an env" if len(suite["envs"]) > 1 else "")
           + (f", {settings}" if settings else ""), flush=True)
@@ -213,7 +215,6 @@ def demonstrations(task: str, args: argparse.Namespace, work: Path, data: Path, 
     record(names, episodes, data, repo_id=repo_id, workers=max(1, min(4, len(os.sched_getaffinity(0)))),
            **settings)  # fmt: skip
     build_cache(data, progress=False)
-    stamp.write_text(json.dumps({"episodes": episodes, **settings}))
     return suite["envs"]
 
 
