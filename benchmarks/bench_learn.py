@@ -232,8 +232,7 @@ def evaluate(ckpt: Path, envs: list[str], episodes: int, out: Path, final: bool)
         return {"episodes": r.episodes, "successes": r.successes, "ci95": r.ci95, "wrong_object": r.wrong_object,
                 "per_target": r.per_target}
     pooled = summarize(rollout_tasks(loader, envs, episodes=-(-episodes // len(envs)), out=out, **kwargs))
-    return {"episodes": pooled["episodes"], "successes": pooled["successes"], "ci95": pooled["ci95"],
-            "wrong_object": None, "mean_success_rate": pooled["mean_success_rate"], "per_env": pooled["per_env"]}
+    return {**pooled, "wrong_object": None}
 
 
 def plot(rows: list[dict[str, Any]], path: Path) -> None:

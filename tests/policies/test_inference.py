@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -152,6 +153,19 @@ def test_a_rollout_in_two_processes_plays_what_one_process_plays(ours: Path, tmp
     missing = functools.partial(CheckpointActor, tmp_path / "no-such-checkpoint")
     with pytest.raises(RuntimeError, match=r"(?s)rollout worker \d failed:.*no-such-checkpoint"):
         rollout(missing, "so101/reach", out=tmp_path / "failed", workers=2, **kwargs)
+
+
+class EndsSilently(CheckpointActor):
+    """A worker's actor whose process exits cleanly (code 0) on its first action, without saying "done"."""
+
+    def act(self, observations, tasks):
+        os._exit(0)
+
+
+def test_a_worker_that_ends_without_finishing_stops_the_rollout(ours: Path, tmp_path: Path) -> None:
+    with pytest.raises(RuntimeError, match=r"rollout worker .* ended \(exit code 0\) before finishing its episodes"):
+        rollout(functools.partial(EndsSilently, ours), "so101/reach", episodes=2, n_envs=1, out=tmp_path, videos=0,
+                progress=False, workers=2)  # fmt: skip
 
 
 def test_an_interrupted_rollout_keeps_the_episodes_it_finished(ours: Path, tmp_path: Path) -> None:

@@ -256,10 +256,11 @@ def _play_in_workers(policy: Actor | ActorLoader | Literal["expert"], env_name: 
         for job in jobs:
             job.start()
         while len(done) < workers:
+            # A worker that had ended before this wait had put all its messages: if none comes, it sent no "done".
+            ended = [job for k, job in enumerate(jobs) if job.exitcode is not None and k not in done]
             try:
                 k, kind, payload = messages.get(timeout=1.0)
-            except queue.Empty:  # every message of an ended worker has arrived by now
-                ended = [job for k, job in enumerate(jobs) if job.exitcode is not None and k not in done]
+            except queue.Empty:
                 if ended:
                     raise RuntimeError(f"rollout worker {ended[0].name} ended (exit code {ended[0].exitcode}) "
                                        f"before finishing its episodes") from None  # fmt: skip
